@@ -1,0 +1,109 @@
+"""Connection settings: the one place every command reads Kafka from.
+
+Every client driftline makes (kafka-python producers, consumers and admin
+clients, and aiokafka under faust) is configured from :class:`KafkaSettings`,
+which is read from the environment once:
+
+=================================  =============================================
+``DRIFTLINE_BOOTSTRAP_SERVERS``    ``host:port[,host:port…]`` (``127.0.0.1:9092``)
+``DRIFTLINE_SECURITY_PROTOCOL``    ``PLAINTEXT`` | ``SSL`` | ``SASL_PLAINTEXT`` | ``SASL_SSL``
+``DRIFTLINE_SASL_MECHANISM``       ``PLAIN`` | ``SCRAM-SHA-256`` | ``SCRAM-SHA-512``
+``DRIFTLINE_SASL_USERNAME``        SASL user
+``DRIFTLINE_SASL_PASSWORD``        SASL password (kept out of ``repr``)
+``DRIFTLINE_SSL_CAFILE``           CA bundle (PEM)
+``DRIFTLINE_SSL_CERTFILE``         client certificate (PEM)
+``DRIFTLINE_SSL_KEYFILE``          client key (PEM)
+=================================  =============================================
+
+>>> s = KafkaSettings.from_env({"DRIFTLINE_BOOTSTRAP_SERVERS": "a:1,b:2"})
+>>> s.bootstrap_list
+['a:1', 'b:2']
+>>> s.faust_broker
+'kafka://a:1;kafka://b:2'
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["KafkaSettings", "DEFAULT_BOOTSTRAP"]
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+ENV_PREFIX = "DRIFTLINE_"
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the Kafka cluster, and with which credentials."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = Field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "KafkaSettings":
+        env = os.environ if environ is None else environ
+        values = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw not in (None, ""):
+                values[name] = raw
+        return cls(**values)
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+    def kafka_python(self) -> dict:
+        """Keyword arguments for any kafka-python client."""
+        kw: dict = {
+            "bootstrap_servers": self.bootstrap_list,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        if self.ssl_cafile:
+            kw["ssl_cafile"] = self.ssl_cafile
+        if self.ssl_certfile:
+            kw["ssl_certfile"] = self.ssl_certfile
+        if self.ssl_keyfile:
+            kw["ssl_keyfile"] = self.ssl_keyfile
+        return kw
+
+    @property
+    def faust_broker(self) -> str:
+        return ";".join(f"kafka://{s}" for s in self.bootstrap_list)
+
+    def faust_credentials(self):
+        """``broker_credentials`` for a faust app (aiokafka underneath), or None."""
+        if self.security_protocol == "PLAINTEXT":
+            return None
+        import faust  # local import: only the processors need faust
+
+        context = None
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+            if self.ssl_certfile:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        if self.sasl_mechanism:
+            password = self.sasl_password.get_secret_value() if self.sasl_password else ""
+            return faust.SASLCredentials(
+                username=self.sasl_username,
+                password=password,
+                mechanism=self.sasl_mechanism,
+                ssl_context=context,
+            )
+        return faust.SSLCredentials(context)

@@ -1,0 +1,108 @@
+"""Topic contracts: every topic's name, partitions, key, value schema and version.
+
+This module is the only place topic names are made. A pipeline's topics are
+``<prefix>.<role>``, where the prefix is the spec's ``topics.prefix`` (its
+``name`` when absent), optionally under a namespace (``DRIFTLINE_NAMESPACE``,
+or ``driftline run``'s per-run namespace).
+
+>>> from contracts.spec import load_spec
+>>> t = pipeline_topics(load_spec("examples/phishing.yaml"))
+>>> t[Role.RAW].name, t[Role.MODELS].compacted
+('phishing.raw', True)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+
+from contracts.spec import Spec
+
+__all__ = ["Role", "TopicContract", "pipeline_topics", "Headers", "SCHEMA_VERSIONS"]
+
+
+class Role(str, Enum):
+    RAW = "raw"                  # envelopes from ingest: {"v","id","ts","data"}
+    CLEAN = "clean"              # validated, coerced records
+    FEATURES = "features"        # feature vectors (with the inline label, if any)
+    LABELS = "labels"            # delayed ground truth, keyed by event id
+    EXAMPLES = "examples"        # features joined with their delayed label
+    PREDICTIONS = "predictions"  # one per (event, model)
+    MODELS = "models"            # signed snapshots, compacted, keyed by model name
+    EVENTS = "events"            # promotions, drift, pruning: what the learner decided and why
+    DLQ = "dlq"                  # rejected records: original bytes, reason and origin headers
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Value schema versions, per role. Bump on an incompatible change.
+SCHEMA_VERSIONS: dict[Role, int] = {
+    Role.RAW: 1, Role.CLEAN: 1, Role.FEATURES: 1, Role.LABELS: 1, Role.EXAMPLES: 1,
+    Role.PREDICTIONS: 1, Role.MODELS: 1, Role.EVENTS: 1, Role.DLQ: 1,
+}
+
+KEYS: dict[Role, str] = {
+    Role.RAW: "entity key (schema.key), or none",
+    Role.CLEAN: "entity key, or none",
+    Role.FEATURES: "entity key, or none",
+    Role.LABELS: "event id",
+    Role.EXAMPLES: "entity key, or none",
+    Role.PREDICTIONS: "event id",
+    Role.MODELS: "model name",
+    Role.EVENTS: "model name",
+    Role.DLQ: "the original key",
+}
+
+
+class Headers:
+    """Header names carried on dead-lettered records (see the processors issue)."""
+
+    REASON = "driftline.reason"
+    MESSAGE = "driftline.message"
+    ORIGIN_TOPIC = "driftline.origin.topic"
+    ORIGIN_PARTITION = "driftline.origin.partition"
+    ORIGIN_OFFSET = "driftline.origin.offset"
+    SCHEMA_VERSION = "driftline.v"
+
+
+@dataclass(frozen=True)
+class TopicContract:
+    role: Role
+    name: str
+    partitions: int
+    replication: int | None
+    key: str
+    schema_version: int
+    compacted: bool = False
+    configs: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "role": self.role.value, "name": self.name, "partitions": self.partitions,
+            "replication": self.replication, "key": self.key, "schema_version": self.schema_version,
+            "compacted": self.compacted, "configs": dict(self.configs),
+        }
+
+
+def namespace_from_env() -> str | None:
+    return os.environ.get("DRIFTLINE_NAMESPACE") or None
+
+
+def pipeline_topics(spec: Spec, namespace: str | None = None) -> dict[Role, TopicContract]:
+    """The topics of ``spec``'s pipeline, by role."""
+    ns = namespace if namespace is not None else namespace_from_env()
+    prefix = f"{ns}.{spec.topic_prefix}" if ns else spec.topic_prefix
+    parts = spec.topics.partitions
+    rf = spec.topics.replication
+    out = {}
+    for role in Role:
+        compacted = role is Role.MODELS
+        configs = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"} if compacted else {}
+        if role is Role.MODELS:
+            configs["max.message.bytes"] = str(200 * 1024 * 1024)
+        n = 1 if role in (Role.MODELS, Role.EVENTS) else parts
+        out[role] = TopicContract(role, f"{prefix}.{role.value}", n, rf, KEYS[role], SCHEMA_VERSIONS[role],
+                                  compacted, configs)
+    return out
