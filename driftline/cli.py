@@ -1,0 +1,256 @@
+"""The ``driftline`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from contracts.settings import KafkaSettings
+from contracts.spec import Spec, SpecError, load_spec
+
+EPILOG = """\
+Every command reads the cluster from DRIFTLINE_BOOTSTRAP_SERVERS (default 127.0.0.1:9092);
+security settings come from DRIFTLINE_SECURITY_PROTOCOL, DRIFTLINE_SASL_* and DRIFTLINE_SSL_*.
+"""
+
+
+def _spec(path: str) -> Spec:
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        raise SystemExit(f"driftline: {exc}") from None
+
+
+# ---------------------------------------------------------------- kafka
+
+
+def cmd_kafka(args) -> int:
+    from driftline import localkafka as lk
+
+    data_dir = Path(args.data_dir) if args.data_dir else lk.default_data_dir()
+    if args.action == "start":
+        layout = lk.KafkaLayout(data_dir, nodes=args.nodes, port=args.port, heap=args.heap)
+        try:
+            bootstrap = lk.start(layout, timeout=args.timeout)
+        except lk.LocalKafkaError as exc:
+            print(f"driftline: {exc}", file=sys.stderr)
+            return 2
+        print(f"Kafka {lk.KAFKA_VERSION} ({args.nodes} node{'s' if args.nodes > 1 else ''}) is up at {bootstrap}")
+        print(f"  data: {data_dir}   logs: {data_dir}/node-*/kafka.log")
+        if bootstrap != "127.0.0.1:9092":
+            print(f"  export DRIFTLINE_BOOTSTRAP_SERVERS={bootstrap}")
+        return 0
+    if args.action == "stop":
+        pids = lk.stop(data_dir, timeout=args.timeout, node=args.node)
+        print(f"stopped {len(pids)} Kafka node(s)" if pids else f"no Kafka running under {data_dir}")
+        return 0
+    st = lk.status(data_dir)
+    if args.json:
+        print(json.dumps(st, indent=2))
+    elif not st["nodes"]:
+        print(f"no local Kafka under {data_dir}")
+    else:
+        print(f"Kafka {st['version']} under {st['data_dir']}  bootstrap {st['bootstrap']}")
+        for n in st["nodes"]:
+            state = f"running (pid {n['pid']})" if n["pid"] else "down"
+            print(f"  node {n['node']}: {state:24} broker {n['broker']}  controller {n['controller']}")
+    return 0 if st["running"] else 1
+
+
+# ---------------------------------------------------------------- topics
+
+
+def cmd_topics(args) -> int:
+    from contracts.topics import pipeline_topics
+
+    spec = _spec(args.spec)
+    topics = pipeline_topics(spec, args.namespace)
+    if args.action == "list":
+        rows = [c.as_dict() for c in topics.values()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                extra = " (compacted)" if r["compacted"] else ""
+                print(f"{r['role']:12} {r['name']:40} partitions={r['partitions']} key: {r['key']}{extra}")
+        return 0
+    from driftline import kafkautil
+
+    result = kafkautil.create_topics(KafkaSettings.from_env(), list(topics.values()))
+    for name, what in result.items():
+        print(f"{what:8} {name}")
+    return 0
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+def cmd_run(args) -> int:
+    from driftline.run import run_pipeline
+
+    spec = _spec(args.spec)
+    summary = run_pipeline(spec, args.spec, until_drained=args.until_drained, summary_json=args.summary_json,
+                           keep_topics=args.keep_topics, rate=args.rate, timeout_s=args.timeout)
+    if args.until_drained and not args.summary_json:
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_process(args) -> int:
+    from processors.app import run_worker
+
+    run_worker(_spec(args.spec), KafkaSettings.from_env(), loglevel=args.loglevel)
+    return 0
+
+
+def cmd_learn(args) -> int:
+    from driftline.learner import LearnerService
+
+    spec = _spec(args.spec)
+    svc = LearnerService(spec, KafkaSettings.from_env())
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: svc.stop())
+    try:
+        svc.run(until_drained=args.until_drained)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        svc.close()
+    s = svc.summary()
+    summary = {"spec": spec.name, "events": {"learned": s["learned"], "predicted": s["predicted"],
+                                             "skipped": s["skipped"]},
+               "models": s["models"], "rolling": s["rolling"]}
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2))
+    elif args.until_drained:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from contracts.spec import SourceSpec
+    from ingest import EventProducer, open_source, source_id
+
+    spec = _spec(args.spec)
+    src = spec.source
+    if args.source:
+        kind, _, rest = args.source.partition(":")
+        if kind == "file":
+            src = SourceSpec(kind="file", path=rest)
+        elif kind in ("river", "generator"):
+            src = SourceSpec(kind=kind, name=rest)
+        elif kind == "stdin" or args.source == "-":
+            src = SourceSpec(kind="stdin")
+        else:
+            raise SystemExit(f"driftline: --source {args.source!r}: use file:PATH, river:NAME, generator:NAME or stdin")
+    if src is None:
+        raise SystemExit("driftline: the spec has no source; pass --source")
+    if args.limit:
+        src = src.model_copy(update={"limit": args.limit})
+    producer = EventProducer(spec, KafkaSettings.from_env())
+    n = 0
+    try:
+        while True:
+            n += producer.send_records(open_source(src, spec.schema.label), source_id(src), start=n, rate=args.rate)
+            if not args.loop:
+                break
+    except KeyboardInterrupt:
+        print("driftline: Ctrl-C; flushing what was sent", file=sys.stderr)
+    finally:
+        producer.flush()
+        producer.close()
+    from contracts.topics import Role
+
+    print(f"ingested {producer.acked} events into {producer.topics[Role.RAW].name}")
+    return 0
+
+
+def cmd_spec(args) -> int:
+    spec = _spec(args.spec)
+    print(f"{args.spec}: valid. {len(spec.models)} model(s): {', '.join(spec.models)}; "
+          f"features: {', '.join(spec.schema.feature_names)}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="driftline", description="Streaming online learning on Kafka with river.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    k = sub.add_parser("kafka", help="run a local Apache Kafka (KRaft, no Docker)")
+    ksub = k.add_subparsers(dest="action", required=True)
+    ks = ksub.add_parser("start", help="start the broker(s) and wait until they answer; idempotent")
+    ks.add_argument("--nodes", type=int, default=1, choices=[1, 3], help="1, or 3 for RF 3 / min.insync 2")
+    ks.add_argument("--port", type=int, default=9092, help="first broker port (node i listens on port+i-1)")
+    ks.add_argument("--data-dir", help="where node data and logs live (default ~/.driftline/kafka)")
+    ks.add_argument("--heap", default="512m", help="JVM heap per node (default 512m)")
+    ks.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the cluster")
+    kst = ksub.add_parser("stop", help="SIGTERM the nodes, SIGKILL after --timeout")
+    kst.add_argument("--data-dir")
+    kst.add_argument("--node", type=int, help="stop only this node (1-based)")
+    kst.add_argument("--timeout", type=float, default=30.0)
+    kss = ksub.add_parser("status", help="what runs where (exit 1 when nothing runs)")
+    kss.add_argument("--data-dir")
+    kss.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_kafka)
+
+    t = sub.add_parser("topics", help="the pipeline's topics")
+    tsub = t.add_subparsers(dest="action", required=True)
+    for name, hlp in (("create", "create the spec's topics (idempotent)"), ("list", "each topic's role and name")):
+        tp = tsub.add_parser(name, help=hlp)
+        tp.add_argument("spec")
+        tp.add_argument("--namespace", help="topic namespace (default: DRIFTLINE_NAMESPACE or none)")
+        if name == "list":
+            tp.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_topics)
+
+    r = sub.add_parser("run", help="run the whole pipeline: ingest, process, learn")
+    r.add_argument("spec")
+    r.add_argument("--until-drained", action="store_true", help="feed the source once, learn all of it, exit")
+    r.add_argument("--summary-json", metavar="PATH", help="write counts per stage and final metrics here")
+    r.add_argument("--keep-topics", action="store_true", help="keep the run's namespaced topics")
+    r.add_argument("--rate", type=float, help="live mode: events/s to feed (default 500)")
+    r.add_argument("--timeout", type=float, default=600.0, help="finite mode: seconds to wait per stage")
+    r.set_defaults(func=cmd_run)
+
+    pr = sub.add_parser("process", help="run a processor worker (faust) until SIGTERM")
+    pr.add_argument("spec")
+    pr.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    pr.set_defaults(func=cmd_process)
+
+    le = sub.add_parser("learn", help="run the learner: predict, score and learn every event")
+    le.add_argument("spec")
+    le.add_argument("--until-drained", action="store_true", help="exit once the input as of start is learned")
+    le.add_argument("--summary-json", metavar="PATH")
+    le.set_defaults(func=cmd_learn)
+
+    ing = sub.add_parser("ingest", help="feed a source into the raw topic")
+    ing.add_argument("spec")
+    ing.add_argument("--source", help="file:PATH, river:NAME, generator:NAME or stdin (default: the spec's)")
+    ing.add_argument("--rate", type=float, help="events per second (default: as fast as the broker takes)")
+    ing.add_argument("--limit", type=int, help="stop after N events")
+    ing.add_argument("--loop", action="store_true", help="start over at the end of the source")
+    ing.set_defaults(func=cmd_ingest)
+
+    sp = sub.add_parser("spec", help="validate a pipeline spec and say what it declares")
+    sp.add_argument("spec")
+    sp.set_defaults(func=cmd_spec)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
