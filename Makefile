@@ -1,0 +1,61 @@
+# driftline: `make test` and `make demo` set up everything they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DL := $(VENV)/bin/driftline
+STAMP := $(VENV)/.installed-stamp
+TEST_KAFKA_DIR := $(CURDIR)/.driftline/test-kafka
+TEST_PORT ?= 39092
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps jars test unit demo bench chaos clean
+
+help:
+	@echo "make test   - install everything, start a test broker, run the tests, stop the broker"
+	@echo "make demo   - start Kafka and the pipeline, feed a stream, show live progress (Ctrl-C stops)"
+	@echo "make unit   - only the fast unit tests and doctests (no broker)"
+	@echo "make bench  - benchmarks, written to bench/results/latest.json"
+	@echo "make clean  - remove the venv and local state"
+
+# Java 17+ and Maven run and fetch the local broker; install them from Debian when missing.
+system-deps:
+	@need=""; \
+	if ! command -v java >/dev/null || ! java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; then need="$$need openjdk-17-jre-headless"; fi; \
+	command -v mvn >/dev/null || need="$$need maven"; \
+	if [ -n "$$need" ]; then \
+	  echo "installing:$$need"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: system-deps $(STAMP) jars
+
+jars: $(STAMP)
+	@$(PY) -c "from driftline.localkafka import ensure_jars; print('Kafka jars:', ensure_jars())"
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -m "not integration and not chaos" contracts ingest processors models driftline tests/unit $(PYTEST_ARGS)
+
+# The test broker is stopped on every exit path, pass or fail (trap EXIT).
+test: install
+	@rm -rf $(TEST_KAFKA_DIR); \
+	trap '$(DL) kafka stop --data-dir $(TEST_KAFKA_DIR) >/dev/null' EXIT; \
+	$(DL) kafka start --data-dir $(TEST_KAFKA_DIR) --port $(TEST_PORT) || exit 1; \
+	DRIFTLINE_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_PORT) \
+	  $(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+demo: install
+	$(DL) run examples/phishing.yaml --rate 300
+
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .driftline *.egg-info
