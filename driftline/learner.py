@@ -50,7 +50,6 @@ class LearnerService:
         self.predictions_topic = self.topics[Role.PREDICTIONS].name
         self.runners = {name: ModelRunner(name, build_estimator(m), spec.metrics, spec.metrics_window)
                         for name, m in spec.models.items()}
-        self.versions = {name: 0 for name in self.runners}
         self.stats = LearnerStats()
         self.stopping = threading.Event()
         self.consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
@@ -75,8 +74,7 @@ class LearnerService:
         for name, runner in self.runners.items():
             p = runner.predict(x)
             send(self.predictions_topic, key=event_id.encode(), value=serde.dumps({
-                "v": 1, "id": event_id, "model": name, "version": self.versions[name],
-                "learned": runner.n_learned, "y_pred": p.y_pred, "proba": _proba_pairs(p.proba),
+                "v": 1, "id": event_id, "model": name, "version": runner.n_learned, "y_pred": p.y_pred, "proba": _proba_pairs(p.proba),
                 "score": p.score, "latency_s": p.latency_s, "ts": rec.get("ts"),
             }))
             runner.learn(x, y, p)
