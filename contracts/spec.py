@@ -219,6 +219,46 @@ class ModelSpec(_Strict):
         return steps
 
 
+class SelectionSpec(_Strict):
+    """How the champion is chosen among the models learning side by side."""
+
+    metric: str | None = Field(None, description="primary metric; the first of 'metrics' when absent")
+    min_events: int = Field(500, ge=1, description="labeled events a model needs before it can be champion")
+    margin: float = Field(0.01, ge=0, description="a challenger must beat the champion by this much")
+
+
+class SearchSpec(_Strict):
+    """Online hyperparameter search: candidates of one base model, pruned by successive halving."""
+
+    model: str = Field(description="name of the base model under 'models'")
+    grid: dict[str, list[Any]] | None = Field(None, description="param: [values] of the last step; full grid")
+    random: dict[str, list[Any]] | None = Field(None, description="param: [values] to sample 'n' candidates from")
+    n: int = Field(8, ge=2, le=256)
+    seed: int = 42
+    min_events: int = Field(200, ge=1, description="labeled events before the first halving")
+    eta: int = Field(2, ge=2, description="keep 1/eta of the candidates at each rung")
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.grid is None) == (self.random is None):
+            raise ValueError("give exactly one of 'grid' or 'random' under 'search'")
+        return self
+
+
+class DriftSpec(_Strict):
+    detector: str = Field("drift.ADWIN", description="river drift detector by dotted name")
+    params: dict[str, Any] = Field(default_factory=dict)
+    policy: Literal["alert", "reset", "challenger"] = "challenger"
+    max_challengers: int = Field(2, ge=0, description="fresh challengers alive at once per model")
+
+
+class SnapshotSpec(_Strict):
+    every_events: int = Field(10_000, ge=1)
+    every_seconds: float = Field(30.0, gt=0)
+    directory: str | None = Field(None, description="local snapshot dir; $DRIFTLINE_HOME/snapshots/<name>")
+    keep: int = Field(3, ge=1)
+
+
 class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: Literal["binary", "multiclass", "regression", "anomaly"] = "binary"
@@ -229,6 +269,10 @@ class Spec(_Strict):
     models: dict[str, ModelSpec]
     metrics: list[str] = Field(default_factory=lambda: ["Accuracy"])
     metrics_window: int = Field(1000, ge=1, description="events in the rolling metric window")
+    selection: SelectionSpec = SelectionSpec()
+    search: SearchSpec | None = None
+    drift: DriftSpec = DriftSpec()
+    snapshots: SnapshotSpec = SnapshotSpec()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -277,6 +321,16 @@ def check_references(spec: Spec) -> list[tuple[str, str]]:
         if not inspect.isclass(getattr(rm, metric, None)):
             names = [n for n in rm.__all__ if n[0].isupper()]
             problems.append((f"metrics[{i}]", f"unknown river metric '{metric}'{_did_you_mean(metric, names)}"))
+    if self.selection.metric is not None and self.selection.metric not in self.metrics:
+        problems.append(("selection.metric", f"'{self.selection.metric}' is not among 'metrics' {self.metrics}; "
+                         "add it there"))
+    if self.search is not None and self.search.model not in self.models:
+        problems.append(("search.model", f"'{self.search.model}' is not a model under 'models'"
+                         f"{_did_you_mean(self.search.model, self.models)}"))
+    try:
+        resolve_river_class(self.drift.detector)
+    except ValueError as exc:
+        problems.append(("drift.detector", str(exc)))
     if self.labels.mode == "inline" and self.task != "anomaly" and not self.schema_.label:
         problems.append(("schema.label", f"task '{self.task}' learns from labels: name the label field"))
     return problems
