@@ -125,7 +125,8 @@ class ModelRunner:
         out = {}
         for name, metric in source.items():
             value = metric.get()
-            out[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+            value = None if value is None else float(value)
+            out[name] = None if value is None or math.isnan(value) else value
         return out
 
     def reset(self, model) -> None:
