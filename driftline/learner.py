@@ -1,31 +1,48 @@
-"""The learner service: wires the pure prequential core (``models``) to Kafka.
+"""The learner service: wires the pure core (``models.LearnerCore``) to Kafka.
 
-It reads feature vectors (inline labels) from the features topic, and for
-every event and every model: predicts, writes the prediction to the
-predictions topic, scores it against the label, and learns. Partitions are
-assigned explicitly and read in offset order, so the model sees the stream
-exactly in the order it was produced.
+Inputs: the features topic, where every event is predicted, and with
+``labels.mode: delayed`` the examples topic, where labels arrive. The two are
+merged in one deterministic order, by ``(ts, labels first, partition, offset)``,
+so a label revealed at time t is learned before an event at t is predicted,
+as river's ``progressive_val_score(delay=…)`` does. A record is taken from the
+merge only once every input partition has a record buffered or is caught up.
+
+Outputs: predictions (one per event and model), decisions (promotions, drift,
+pruning) on the events topic, and checkpoints (``driftline.checkpoint``) on
+local disk and per-model snapshots on the compacted models topic.
+
+Partitions are assigned explicitly, positions come from the checkpoint, and a
+restart resumes right after the last checkpoint's cut: every event is learned
+exactly once across crashes (predictions after the cut may be written twice;
+they carry the same id and version).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import Role, pipeline_topics
+from driftline.checkpoint import Checkpointer
 from driftline.kafkautil import wait_for_partitions
-from models import ModelRunner, build_estimator
+from models import LearnerCore, snapshot_key
 
 __all__ = ["LearnerService", "LearnerStats"]
 
 log = logging.getLogger("driftline.learner")
+
+EVENT, LABEL = 1, 0  # at equal time a label goes first
 
 
 @dataclass
@@ -34,88 +51,263 @@ class LearnerStats:
     predicted: int = 0
     learned: int = 0
     skipped: int = 0
+    checkpoints: int = 0
+    restored_from: int | None = None
     started: float = field(default_factory=time.monotonic)
 
 
-def _proba_pairs(proba: dict | None):
-    return None if proba is None else [[k, v] for k, v in proba.items()]
+def _home() -> Path:
+    return Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline"))
 
 
 class LearnerService:
-    def __init__(self, spec: Spec, settings: KafkaSettings, namespace: str | None = None):
+    def __init__(self, spec: Spec, settings: KafkaSettings, namespace: str | None = None, *,
+                 from_beginning: bool = False, from_timestamp: float | None = None,
+                 only_models: list[str] | None = None, snapshot_dir: str | Path | None = None,
+                 key: bytes | None = None):
         self.spec = spec
         self.settings = settings
         self.topics = pipeline_topics(spec, namespace)
-        self.input_topic = self.topics[Role.FEATURES].name
-        self.predictions_topic = self.topics[Role.PREDICTIONS].name
-        self.runners = {name: ModelRunner(name, build_estimator(m), spec.metrics, spec.metrics_window)
-                        for name, m in spec.models.items()}
+        self.delayed = spec.labels.mode == "delayed"
         self.stats = LearnerStats()
         self.stopping = threading.Event()
+        self.key = key if key is not None else snapshot_key()
+        ns_part = namespace or os.environ.get("DRIFTLINE_NAMESPACE") or "default"
+        directory = Path(snapshot_dir or spec.snapshots.directory or _home() / "snapshots" / ns_part / spec.name)
+        self.checkpointer = Checkpointer(directory, self.key, keep=spec.snapshots.keep)
+
         self.consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
                                       max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
                                       max_partition_fetch_bytes=16 * 1024 * 1024)
         self.producer = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=5,
-                                      batch_size=512 * 1024)
-        self.partitions = wait_for_partitions(self.consumer, self.input_topic)
+                                      batch_size=512 * 1024, max_request_size=200 * 1024 * 1024)
+        self.kinds: dict[str, int] = {self.topics[Role.FEATURES].name: EVENT}
+        if self.delayed:
+            self.kinds[self.topics[Role.EXAMPLES].name] = LABEL
+        self.partitions = [tp for t in self.kinds for tp in wait_for_partitions(self.consumer, t)]
         self.consumer.assign(self.partitions)
-        self.consumer.seek_to_beginning(*self.partitions)
+
+        self.core: LearnerCore
+        self.version = 0
+        self._position(from_beginning, from_timestamp, only_models)
+        self.buffers: dict[TopicPartition, deque] = {tp: deque() for tp in self.partitions}
+        self._since_checkpoint = 0
+        self._last_checkpoint_t = time.monotonic()
+
+    # ---------------------------------------------------------------- start
+
+    def _position(self, from_beginning: bool, from_timestamp: float | None, only) -> None:
+        if from_beginning or from_timestamp is not None:
+            self.core = LearnerCore(self.spec, only=only)
+            if from_timestamp is not None:
+                found = self.consumer.offsets_for_times({tp: int(from_timestamp * 1000) for tp in self.partitions})
+                ends = self.consumer.end_offsets(self.partitions)
+                for tp in self.partitions:
+                    self.consumer.seek(tp, found[tp].offset if found.get(tp) else ends[tp])
+            else:
+                self.consumer.seek_to_beginning(*self.partitions)
+            self._checkpoint_version_floor()
+            return
+        snap, refused = self.checkpointer.latest()
+        for r in refused:
+            log.warning("refused checkpoint %s", r)
+        if snap is None:
+            self.core = LearnerCore(self.spec, only=only)
+            self.consumer.seek_to_beginning(*self.partitions)
+            return
+        if snap.meta.get("spec") != self.spec.fingerprint():
+            raise SystemExit(
+                f"driftline: the checkpoint in {self.checkpointer.directory} was taken with another version "
+                "of this spec; start over with `driftline learn SPEC --from-beginning` (it rebuilds the models "
+                "from the retained log), or point snapshots.directory elsewhere.")
+        self.core = snap.state["core"]
+        self.version = snap.meta["version"]
+        self.stats.restored_from = self.version
+        self.stats.learned = snap.meta["counts"]["learned"]
+        self.stats.predicted = snap.meta["counts"]["predicted"]
+        offsets = snap.meta["offsets"]
+        for tp in self.partitions:
+            off = offsets.get(f"{tp.topic}:{tp.partition}")
+            if off is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, off)
+        log.info("restored checkpoint %s (%s events learned)", self.version, self.stats.learned)
+
+    def _checkpoint_version_floor(self) -> None:
+        snap, _ = self.checkpointer.latest()
+        if snap is not None:
+            self.version = snap.meta["version"]
 
     # ---------------------------------------------------------------- the step
 
-    def handle(self, value: bytes) -> None:
-        """Predict, emit, score and learn one event, for every model."""
-        rec = serde.loads(value)
-        x = rec["x"]
-        y = rec.get("y")
-        event_id = rec["id"]
-        self.stats.consumed += 1
-        send = self.producer.send
-        for name, runner in self.runners.items():
-            p = runner.predict(x)
-            send(self.predictions_topic, key=event_id.encode(), value=serde.dumps({
-                "v": 1, "id": event_id, "model": name, "version": runner.n_learned, "y_pred": p.y_pred, "proba": _proba_pairs(p.proba),
-                "score": p.score, "latency_s": p.latency_s, "ts": rec.get("ts"),
-            }))
-            runner.learn(x, y, p)
-        self.stats.predicted += 1
-        self.stats.learned += 1
+    def _emit(self, topic: Role, key: str, value: dict) -> None:
+        self.producer.send(self.topics[topic].name, key=key.encode(), value=serde.dumps(value))
+
+    def _handle(self, kind: int, rec: dict) -> None:
+        if kind == EVENT:
+            preds, decisions = self.core.on_event(rec)
+            for p in preds:
+                self._emit(Role.PREDICTIONS, rec["id"], p)
+            self.stats.predicted += 1
+            if not self.delayed:
+                self.stats.learned += 1
+        else:
+            decisions = self.core.on_label(rec["id"], rec.get("y"), rec.get("ts"))
+            self.stats.learned += 1
+        for d in decisions:
+            self._emit(Role.EVENTS, d.get("model") or d.get("to") or "-", {"v": 1, **d})
+            if d["type"] in ("promotion", "drift"):
+                log.info("%s", d)
+
+    def _ready(self, targets) -> bool:
+        """May the merge take its head? Only when every partition has a head or is caught up."""
+        for tp, buf in self.buffers.items():
+            if buf:
+                continue
+            pos = self.consumer.position(tp)
+            end = targets[tp] if targets is not None else self.consumer.highwater(tp)
+            if end is None or pos < end:
+                return False
+        return True
+
+    def _drain_buffers(self, targets) -> None:
+        if len(self.buffers) == 1:
+            (buf,) = self.buffers.values()
+            while buf:
+                self._take(buf.popleft())
+            return
+        heap = []
+        for tp, buf in self.buffers.items():
+            if buf:
+                r = buf[0]
+                heapq.heappush(heap, (r[0], r[1], tp.partition, r[2], tp))
+        while heap and self._ready(targets):
+            _, _, _, _, tp = heapq.heappop(heap)
+            buf = self.buffers[tp]
+            self._take(buf.popleft())
+            if buf:
+                r = buf[0]
+                heapq.heappush(heap, (r[0], r[1], tp.partition, r[2], tp))
+
+    def _take(self, item) -> None:
+        _, kind, _offset, rec = item
+        try:
+            self._handle(kind, rec)
+        except (KeyError, TypeError, ValueError) as exc:
+            self.stats.skipped += 1
+            log.warning("skipping malformed record: %s", exc)
+        self._since_checkpoint += 1
+
+    def _fill(self, batches) -> None:
+        for tp, records in batches.items():
+            kind = self.kinds[tp.topic]
+            buf = self.buffers[tp]
+            for r in records:
+                self.stats.consumed += 1
+                try:
+                    rec = serde.loads(r.value)
+                    ts = float(rec.get("ts") or 0.0)
+                except (serde.DecodeError, TypeError, ValueError):
+                    self.stats.skipped += 1
+                    continue
+                buf.append((ts, kind, r.offset, rec))
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def checkpoint(self, block: bool = False) -> None:
+        """Take a checkpoint at the current cut (see driftline.checkpoint for the steps)."""
+        self._finish_checkpoint(block=True)
+        if any(self.buffers.values()):
+            return  # the cut must sit between records: only checkpoint with empty merge buffers
+        self.producer.flush()                                                   # step 1
+        offsets = {f"{tp.topic}:{tp.partition}": self.consumer.position(tp) for tp in self.partitions}  # step 2
+        self.version += 1
+        now = time.time()
+        counts = {"learned": self.stats.learned, "predicted": self.stats.predicted,
+                  "labeled": self.core.n_labeled, "events": self.core.n_events}
+        meta = {"kind": "checkpoint", "version": self.version, "spec": self.spec.fingerprint(), "created_at": now,
+                "offsets": offsets, "counts": counts, "models": sorted(self.core.runners),
+                "champion": self.core.board.champion}
+        model_metas = {}
+        for name, r in self.core.runners.items():
+            if r.n_learned <= self.checkpointer.published.get(name, -1):
+                continue
+            model_metas[name] = {
+                "kind": "model", "model": name, "version": r.n_learned, "spec": self.spec.fingerprint(),
+                "created_at": now, "offsets": offsets, "counts": {"learned": r.n_learned,
+                                                                 "predicted": r.n_predicted},
+                "metrics": {"cumulative": r.metrics(), "rolling": r.metrics(rolling=True)},
+                "champion": name == self.core.board.champion, "params": repr(r.model),
+                "checkpoint": self.version,
+            }
+        self.checkpointer.start(self.version, meta, self.core, model_metas)    # steps 3-4
+        self._since_checkpoint = 0
+        self._last_checkpoint_t = time.monotonic()
+        self.stats.checkpoints += 1
+        if block:
+            self._finish_checkpoint(block=True)
+
+    def _finish_checkpoint(self, block: bool) -> None:
+        done = self.checkpointer.poll(block=block)
+        if done is None:
+            return
+        models_topic = self.topics[Role.MODELS].name
+        for name, version in done.models.items():                              # step 5
+            self.producer.send(models_topic, key=name.encode(), value=self.checkpointer.model_blob(name, version))
+            self.checkpointer.published[name] = version
+        if block:
+            self.producer.flush()
+
+    def _maybe_checkpoint(self) -> None:
+        snap = self.spec.snapshots
+        due = (self._since_checkpoint >= snap.every_events
+               or (self._since_checkpoint and time.monotonic() - self._last_checkpoint_t >= snap.every_seconds))
+        if due and self.checkpointer.pending is None:
+            self.checkpoint()
+        else:
+            self._finish_checkpoint(block=False)
 
     # ---------------------------------------------------------------- the loop
 
     def run(self, until_drained: bool = False, on_progress=None, progress_every_s: float = 1.0) -> None:
-        """Learn until :meth:`stop` (or, with ``until_drained``, until the input's end at start)."""
+        """Learn until :meth:`stop` (or, with ``until_drained``, until the input's end at start).
+
+        A final checkpoint is taken on the way out, so a clean shutdown loses nothing.
+        """
         targets = self.consumer.end_offsets(self.partitions) if until_drained else None
         last = time.monotonic()
-        while not self.stopping.is_set():
-            if targets is not None and all(self.consumer.position(tp) >= off for tp, off in targets.items()):
-                break
-            batches = self.consumer.poll(timeout_ms=200)
-            for tp, records in batches.items():
-                for r in records:
-                    try:
-                        self.handle(r.value)
-                    except (KeyError, TypeError, ValueError) as exc:
-                        # The processors only emit valid records; anything else is counted, not fatal.
-                        self.stats.skipped += 1
-                        log.warning("skipping malformed record at %s@%s: %s", tp, r.offset, exc)
-            if on_progress and time.monotonic() - last >= progress_every_s:
-                last = time.monotonic()
-                on_progress(self)
-        self.producer.flush()
+        try:
+            while not self.stopping.is_set():
+                if targets is not None and all(self.consumer.position(tp) >= off and not self.buffers[tp]
+                                               for tp, off in targets.items()):
+                    break
+                self._fill(self.consumer.poll(timeout_ms=100))
+                self._drain_buffers(targets)
+                self._maybe_checkpoint()
+                if on_progress and time.monotonic() - last >= progress_every_s:
+                    last = time.monotonic()
+                    on_progress(self)
+        finally:
+            if not any(self.buffers.values()):
+                self.checkpoint(block=True)
+            self.producer.flush()
+
+    @property
+    def runners(self):
+        return self.core.runners
 
     def stop(self) -> None:
         self.stopping.set()
 
     def close(self) -> None:
-        self.producer.close()
-        self.consumer.close()
+        try:
+            self._finish_checkpoint(block=True)
+        finally:
+            self.producer.close()
+            self.consumer.close()
 
     def summary(self) -> dict:
-        return {
-            "models": {name: r.metrics() for name, r in self.runners.items()},
-            "rolling": {name: r.metrics(rolling=True) for name, r in self.runners.items()},
-            "learned": self.stats.learned,
-            "predicted": self.stats.predicted,
-            "skipped": self.stats.skipped,
-        }
+        s = self.core.summary()
+        return {**s, "learned": self.stats.learned, "predicted": self.stats.predicted, "skipped": self.stats.skipped,
+                "checkpoints": self.stats.checkpoints, "restored_from": self.stats.restored_from}
