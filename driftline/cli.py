@@ -106,12 +106,21 @@ def cmd_process(args) -> int:
 
 
 def cmd_learn(args) -> int:
+    import signal
+
     from driftline.learner import LearnerService
 
     spec = _spec(args.spec)
-    svc = LearnerService(spec, KafkaSettings.from_env())
-    import signal
-
+    only = [m.strip() for m in args.models.split(",")] if args.models else None
+    if only:
+        unknown = [m for m in only if m not in spec.models]
+        if unknown:
+            raise SystemExit(f"driftline: --models names {unknown}, not in the spec's models {list(spec.models)}")
+    svc = LearnerService(spec, KafkaSettings.from_env(), from_beginning=args.from_beginning,
+                         from_timestamp=args.from_timestamp, only_models=only)
+    if svc.stats.restored_from is not None:
+        print(f"driftline: resumed from checkpoint {svc.stats.restored_from} "
+              f"({svc.stats.learned} events learned)", file=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: svc.stop())
     try:
         svc.run(until_drained=args.until_drained)
@@ -121,8 +130,10 @@ def cmd_learn(args) -> int:
         svc.close()
     s = svc.summary()
     summary = {"spec": spec.name, "events": {"learned": s["learned"], "predicted": s["predicted"],
-                                             "skipped": s["skipped"]},
-               "models": s["models"], "rolling": s["rolling"]}
+                                             "skipped": s["skipped"], "labeled": s["labeled"],
+                                             "unmatched_labels": s["unmatched_labels"]},
+               "models": s["models"], "rolling": s["rolling"], "champion": s["champion"],
+               "checkpoints": s["checkpoints"], "restored_from": s["restored_from"]}
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
     elif args.until_drained:
@@ -228,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("spec")
     le.add_argument("--until-drained", action="store_true", help="exit once the input as of start is learned")
     le.add_argument("--summary-json", metavar="PATH")
+    replay = le.add_mutually_exclusive_group()
+    replay.add_argument("--from-beginning", action="store_true",
+                        help="ignore checkpoints and rebuild the models from the start of the retained log")
+    replay.add_argument("--from-timestamp", type=float, metavar="T",
+                        help="rebuild fresh models from event time T (epoch seconds) onwards")
+    le.add_argument("--models", help="comma-separated subset of the spec's models to (re)build")
     le.set_defaults(func=cmd_learn)
 
     ing = sub.add_parser("ingest", help="feed a source into the raw topic")
