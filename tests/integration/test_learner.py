@@ -1,0 +1,133 @@
+"""The learner through a real broker: delayed labels exactly as river, and crash-exact recovery."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from kafka import KafkaProducer
+
+from contracts import serde
+from contracts.spec import load_spec
+from contracts.topics import Role, pipeline_topics
+from driftline import kafkautil
+from driftline.checkpoint import Checkpointer
+from models import LearnerCore, build_estimator
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = b"test-key-0123456789abcdef"
+
+pytestmark = pytest.mark.integration
+
+
+def write_spec(tmp_path, **overrides) -> Path:
+    data = yaml.safe_load((REPO / "examples" / "phishing.yaml").read_text())
+    data.update(overrides)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def produce(settings, topic, records):
+    p = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=5)
+    for r in records:
+        p.send(topic, value=serde.dumps(r))
+    p.flush()
+    p.close()
+
+
+def learn(spec_path, ns, home, *extra, wait=True):
+    env = dict(os.environ, DRIFTLINE_NAMESPACE=ns, DRIFTLINE_HOME=str(home),
+               DRIFTLINE_SNAPSHOT_KEY=KEY.decode())
+    cmd = [sys.executable, "-m", "driftline", "learn", str(spec_path), *extra]
+    if wait:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_delayed_labels_reproduce_progressive_val_score_with_delay(settings, namespace, tmp_path):
+    from river import datasets, evaluate, metrics
+
+    spec_path = write_spec(tmp_path, labels={"mode": "delayed", "delay_events": 100})
+    spec = load_spec(spec_path)
+    topics = pipeline_topics(spec, namespace)
+    kafkautil.create_topics(settings, list(topics.values()))
+    data = list(datasets.Phishing())
+    n, delay = len(data), 100
+    # The event at position i happens at t=i; the label of event j is revealed at t=j+delay
+    # (before the event at that time is predicted), the rest after the stream ends.
+    events = [{"v": 1, "id": str(i), "key": None, "ts": float(i), "x": x} for i, (x, _) in enumerate(data)]
+    labels = [{"v": 1, "id": str(j), "key": None, "ts": float(min(j + delay, n + j)), "event_ts": float(j),
+               "x": data[j][0], "y": data[j][1]} for j in range(n)]
+    produce(settings, topics[Role.EXAMPLES].name, labels)  # the order of the topics must not matter
+    produce(settings, topics[Role.FEATURES].name, events)
+
+    out = tmp_path / "summary.json"
+    proc = learn(spec_path, namespace, tmp_path / "home", "--until-drained", "--summary-json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["events"]["labeled"] == n and got["events"]["unmatched_labels"] == 0
+    for name in spec.metrics:
+        metric = getattr(metrics, name)()
+        evaluate.progressive_val_score(datasets.Phishing(), build_estimator(spec.models["lr"]), metric, delay=delay)
+        assert got["models"]["lr"][name] == metric.get()
+
+
+def synthetic(n, seed=7):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        x = {f"f{k}": rng.gauss(0, 1) for k in range(6)}
+        y = (x["f0"] + 0.5 * x["f1"] - x["f2"] * x["f3"] + rng.gauss(0, 0.3)) > 0
+        out.append({"v": 1, "id": f"e{i}", "key": None, "ts": float(i), "x": x, "y": y})
+    return out
+
+
+def test_kill_minus_nine_five_times_gives_the_fault_free_result_exactly(settings, namespace, tmp_path):
+    fields = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
+    spec_path = write_spec(
+        tmp_path, name="crash", source=None, schema={"fields": fields, "label": "y"},
+        models={"lr": {"estimator": "preprocessing.StandardScaler | linear_model.LogisticRegression"},
+                "tree": {"estimator": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 50}}},
+        metrics=["Accuracy", "LogLoss"], snapshots={"every_events": 1500, "every_seconds": 0.5})
+    spec = load_spec(spec_path)
+    topics = pipeline_topics(spec, namespace)
+    kafkautil.create_topics(settings, list(topics.values()))
+    records = synthetic(40_000)
+    produce(settings, topics[Role.FEATURES].name, records)
+
+    home = tmp_path / "home"
+    rng = random.Random(1)
+    kills = 0
+    for _ in range(5):
+        proc = learn(spec_path, namespace, home, "--until-drained", wait=False)
+        time.sleep(rng.uniform(2.0, 4.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    out = tmp_path / "summary.json"
+    final = learn(spec_path, namespace, home, "--until-drained", "--summary-json", str(out))
+    assert final.returncode == 0, final.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert kills >= 3, "the run finished before it could be killed: make it longer"
+    assert got["restored_from"] is not None
+
+    ref = LearnerCore(spec)
+    for r in records:
+        ref.on_event(r)
+    assert got["events"]["learned"] == len(records)
+    assert got["models"] == ref.summary()["models"]  # exact
+
+    snap, _ = Checkpointer(home / "snapshots" / namespace / "crash", KEY).latest()
+    restored = snap.state["core"]
+    probe = [r["x"] for r in synthetic(200, seed=99)]
+    for name in ("lr", "tree"):
+        assert [restored.runners[name].model.predict_proba_one(x) for x in probe] == \
+               [ref.runners[name].model.predict_proba_one(x) for x in probe]
