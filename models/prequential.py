@@ -72,6 +72,10 @@ class ModelRunner:
         # one call gives both. Anything else is asked separately, so that results stay exact.
         self._label_from_proba = self.is_classifier and type(final).predict_one is base.Classifier.predict_one
         self._wants_labels = wants_labels
+        # Label-only classifiers (voting, one-vs-one, output codes) keep river's abstract
+        # predict_proba_one, which raises NotImplementedError: ask them for labels only.
+        self._has_proba = not (self.is_classifier
+                               and type(final).predict_proba_one is base.Classifier.predict_proba_one)
 
     # ---------------------------------------------------------------- predict
 
@@ -82,7 +86,7 @@ class ModelRunner:
         if self.is_anomaly:
             score = self.model.score_one(x)
             y_pred = score
-        elif self.is_classifier:
+        elif self.is_classifier and self._has_proba:
             proba = self.model.predict_proba_one(x)
             if self._label_from_proba:
                 y_pred = max(proba, key=proba.get) if proba else None

@@ -1,0 +1,102 @@
+"""Snapshots are verified before anything is unpickled; a torn write is never loaded."""
+
+import hashlib
+import hmac
+import os
+import pickle
+import struct
+
+import pytest
+
+from models.snapshot import (MAGIC, SnapshotRefused, dump_snapshot, load_latest_local, load_snapshot,
+                             snapshot_key, write_local)
+
+KEY = b"k" * 32
+
+
+class Canary:
+    """Unpickling this creates a file: proof that a payload ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def forged(meta: dict, payload_obj, key: bytes) -> bytes:
+    payload = pickle.dumps(payload_obj)
+    meta = {**meta, "payload_sha256": hashlib.sha256(payload).hexdigest()}
+    import json
+
+    mb = json.dumps(meta).encode()
+    body = struct.pack(">I", len(mb)) + mb + payload
+    return MAGIC + hmac.new(key, MAGIC + body, hashlib.sha256).digest() + body
+
+
+def test_round_trip():
+    snap = load_snapshot(dump_snapshot({"model": "lr", "version": 1}, {"a": [1.5]}, KEY), KEY)
+    assert snap.meta["version"] == 1 and snap.state == {"a": [1.5]}
+
+
+@pytest.mark.parametrize("where", [0, 20, 45, -1])
+def test_a_flipped_byte_anywhere_is_refused(where):
+    blob = bytearray(dump_snapshot({"model": "lr", "version": 1}, {"a": 1}, KEY))
+    blob[where] ^= 0x01
+    with pytest.raises(SnapshotRefused) as info:
+        load_snapshot(bytes(blob), KEY)
+    assert info.value.reason in ("bad_signature", "not_a_snapshot")
+
+
+def test_wrong_key_is_refused():
+    with pytest.raises(SnapshotRefused, match="bad_signature"):
+        load_snapshot(dump_snapshot({"version": 1}, {}, KEY), b"other-key-of-32-bytes..........")
+
+
+def test_a_reduce_payload_signed_with_another_key_never_runs(tmp_path):
+    canary = tmp_path / "canary"
+    blob = forged({"model": "lr", "version": 99}, Canary(str(canary)), key=b"attacker-key-000000000000000000")
+    with pytest.raises(SnapshotRefused, match="bad_signature"):
+        load_snapshot(blob, KEY)
+    assert not canary.exists()
+
+
+def test_a_plain_pickle_is_refused_unread(tmp_path):
+    canary = tmp_path / "canary"
+    with pytest.raises(SnapshotRefused, match="not_a_snapshot"):
+        load_snapshot(pickle.dumps(Canary(str(canary))), KEY)
+    assert not canary.exists()
+
+
+def test_a_replayed_older_version_is_refused_before_unpickling(tmp_path):
+    canary = tmp_path / "canary"
+    old = forged({"model": "lr", "version": 3}, Canary(str(canary)), key=KEY)  # validly signed, but old
+    with pytest.raises(SnapshotRefused, match="stale_version"):
+        load_snapshot(old, KEY, newer_than=5)
+    assert not canary.exists()
+
+
+def test_a_torn_write_falls_back_to_the_previous_snapshot(tmp_path):
+    write_local(tmp_path, "lr", 1, dump_snapshot({"version": 1}, {"v": 1}, KEY))
+    good2 = dump_snapshot({"version": 2}, {"v": 2}, KEY)
+    (tmp_path / "lr" / f"{2:012d}.snap").write_bytes(good2[: len(good2) // 2])  # a crash mid-write
+    (tmp_path / "lr" / ".tmp-x.snap").write_bytes(b"partial")  # an abandoned temp file is ignored
+    snap, refused = load_latest_local(tmp_path, "lr", KEY)
+    assert snap.state == {"v": 1}
+    assert len(refused) == 1 and "bad_signature" in refused[0]
+
+
+def test_write_local_keeps_the_newest(tmp_path):
+    for v in range(1, 6):
+        write_local(tmp_path, "m", v, dump_snapshot({"version": v}, v, KEY), keep=2)
+    assert sorted(p.name for p in (tmp_path / "m").glob("*.snap")) == [f"{4:012d}.snap", f"{5:012d}.snap"]
+
+
+def test_key_from_env_file_or_generated(tmp_path):
+    assert snapshot_key({"DRIFTLINE_SNAPSHOT_KEY": "abc"}) == b"abc"
+    f = tmp_path / "key"
+    f.write_text("0123456789abcdef0123\n")
+    assert snapshot_key({"DRIFTLINE_SNAPSHOT_KEY_FILE": str(f)}) == b"0123456789abcdef0123"
+    generated = snapshot_key({"DRIFTLINE_HOME": str(tmp_path / "home")})
+    assert len(generated) == 64 and snapshot_key({"DRIFTLINE_HOME": str(tmp_path / "home")}) == generated
+    assert oct(os.stat(tmp_path / "home" / "snapshot.key").st_mode & 0o777) == "0o600"
