@@ -137,7 +137,7 @@ class LearnerCore:
     def _select(self) -> list[dict]:
         out = []
         if self.halving is not None and not self.halving.done:
-            cum = {n: self.runners[n].cumulative[self.primary].get() for n in self.halving.alive if n in self.runners}
+            cum = {n: self.runners[n].rolling[self.primary].get() for n in self.halving.alive if n in self.runners}
             dropped = self.halving.prune(self.n_labeled, cum)
             for name in dropped:
                 self._remove(name)
