@@ -116,8 +116,13 @@ def cmd_learn(args) -> int:
         unknown = [m for m in only if m not in spec.models]
         if unknown:
             raise SystemExit(f"driftline: --models names {unknown}, not in the spec's models {list(spec.models)}")
+    try:
+        shard = tuple(int(v) for v in args.shard.split("/")) if args.shard else (0, 1)
+        assert len(shard) == 2 and 0 <= shard[0] < shard[1]
+    except (ValueError, AssertionError):
+        raise SystemExit(f"driftline: --shard {args.shard!r}: use I/N with 0 <= I < N, e.g. 0/2") from None
     svc = LearnerService(spec, KafkaSettings.from_env(), from_beginning=args.from_beginning,
-                         from_timestamp=args.from_timestamp, only_models=only)
+                         from_timestamp=args.from_timestamp, only_models=only, shard=shard)
     if svc.stats.restored_from is not None:
         print(f"driftline: resumed from checkpoint {svc.stats.restored_from} "
               f"({svc.stats.learned} events learned)", file=sys.stderr)
@@ -177,6 +182,27 @@ def cmd_ingest(args) -> int:
 
     print(f"ingested {producer.acked} events into {producer.topics[Role.RAW].name}")
     return 0
+
+
+# ---------------------------------------------------------------- serve (deploy/serving)
+
+
+def cmd_serve(args) -> int:
+    from deploy.serving import ServingConfig, serve
+
+    spec = _spec(args.spec)
+    try:
+        config = ServingConfig.from_env(token_file=args.admin_token_file, host=args.host, port=args.port,
+                                        history=args.history, max_batch=args.max_batch,
+                                        max_body_bytes=args.max_body_bytes, namespace=args.namespace,
+                                        log_level=args.log_level)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"driftline: serve: {exc}") from None
+    serve(spec, config, KafkaSettings.from_env())
+    return 0
+
+
+# ---------------------------------------------------------------- serve end
 
 
 def cmd_spec(args) -> int:
@@ -245,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--from-timestamp", type=float, metavar="T",
                         help="rebuild fresh models from event time T (epoch seconds) onwards")
     le.add_argument("--models", help="comma-separated subset of the spec's models to (re)build")
+    le.add_argument("--shard", metavar="I/N", help="run shard I of N: partitions p with p %% N == I")
     le.set_defaults(func=cmd_learn)
 
     ing = sub.add_parser("ingest", help="feed a source into the raw topic")
@@ -254,6 +281,21 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--limit", type=int, help="stop after N events")
     ing.add_argument("--loop", action="store_true", help="start over at the end of the source")
     ing.set_defaults(func=cmd_ingest)
+
+    # --- serve (deploy/serving) ---
+    sv = sub.add_parser("serve", help="serve the current models over HTTP, hot-swapped from the models topic")
+    sv.add_argument("spec")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--history", type=int, default=32, help="versions kept per model for pinning and replay")
+    sv.add_argument("--max-batch", type=int, default=256, help="records per POST /predict")
+    sv.add_argument("--max-body-bytes", type=int, default=1_048_576, help="larger request bodies get 413")
+    sv.add_argument("--admin-token-file", help="bearer token of the admin routes "
+                                               "(default: DRIFTLINE_SERVING_ADMIN_TOKEN; none disables them)")
+    sv.add_argument("--namespace", help="topic namespace (default: DRIFTLINE_NAMESPACE or none)")
+    sv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sv.set_defaults(func=cmd_serve)
+    # --- serve end ---
 
     sp = sub.add_parser("spec", help="validate a pipeline spec and say what it declares")
     sp.add_argument("spec")
