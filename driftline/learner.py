@@ -34,6 +34,7 @@ from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import Role, pipeline_topics
+from driftline import _learner_metrics
 from driftline.checkpoint import Checkpointer
 from driftline.kafkautil import wait_for_partitions
 from models import LearnerCore, snapshot_key
@@ -64,7 +65,7 @@ class LearnerService:
     def __init__(self, spec: Spec, settings: KafkaSettings, namespace: str | None = None, *,
                  from_beginning: bool = False, from_timestamp: float | None = None,
                  only_models: list[str] | None = None, snapshot_dir: str | Path | None = None,
-                 key: bytes | None = None):
+                 key: bytes | None = None, shard: tuple[int, int] = (0, 1)):
         self.spec = spec
         self.settings = settings
         self.topics = pipeline_topics(spec, namespace)
@@ -73,7 +74,10 @@ class LearnerService:
         self.stopping = threading.Event()
         self.key = key if key is not None else snapshot_key()
         ns_part = namespace or os.environ.get("DRIFTLINE_NAMESPACE") or "default"
+        self.shard = shard
         directory = Path(snapshot_dir or spec.snapshots.directory or _home() / "snapshots" / ns_part / spec.name)
+        if shard[1] > 1:
+            directory = directory / f"shard-{shard[0]}of{shard[1]}"
         self.checkpointer = Checkpointer(directory, self.key, keep=spec.snapshots.keep)
 
         self.consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
@@ -84,7 +88,13 @@ class LearnerService:
         self.kinds: dict[str, int] = {self.topics[Role.FEATURES].name: EVENT}
         if self.delayed:
             self.kinds[self.topics[Role.EXAMPLES].name] = LABEL
-        self.partitions = [tp for t in self.kinds for tp in wait_for_partitions(self.consumer, t)]
+        # A shard owns the partitions p with p % n == i of every input: features and examples are
+        # both keyed by entity key, so a key's events and labels land in the same shard.
+        i, n = shard
+        self.partitions = [tp for t in self.kinds for tp in wait_for_partitions(self.consumer, t)
+                           if tp.partition % n == i]
+        if not self.partitions:
+            raise SystemExit(f"driftline: shard {i}/{n} owns no partition; the input has fewer than {n} partitions")
         self.consumer.assign(self.partitions)
 
         self.core: LearnerCore
@@ -141,6 +151,11 @@ class LearnerService:
 
     # ---------------------------------------------------------------- the step
 
+    def model_key(self, name: str) -> str:
+        """The models-topic key: the model name, with ``#i/n`` when the learner is sharded."""
+        i, n = self.shard
+        return name if n == 1 else f"{name}#{i}of{n}"
+
     def _emit(self, topic: Role, key: str, value: dict) -> None:
         self.producer.send(self.topics[topic].name, key=key.encode(), value=serde.dumps(value))
 
@@ -149,6 +164,7 @@ class LearnerService:
             preds, decisions = self.core.on_event(rec)
             for p in preds:
                 self._emit(Role.PREDICTIONS, rec["id"], p)
+            _learner_metrics.METRICS.predicted(rec.get("ts"))
             self.stats.predicted += 1
             if not self.delayed:
                 self.stats.learned += 1
@@ -254,7 +270,8 @@ class LearnerService:
             return
         models_topic = self.topics[Role.MODELS].name
         for name, version in done.models.items():                              # step 5
-            self.producer.send(models_topic, key=name.encode(), value=self.checkpointer.model_blob(name, version))
+            self.producer.send(models_topic, key=self.model_key(name).encode(),
+                               value=self.checkpointer.model_blob(name, version))
             self.checkpointer.published[name] = version
         if block:
             self.producer.flush()
@@ -276,6 +293,7 @@ class LearnerService:
         A final checkpoint is taken on the way out, so a clean shutdown loses nothing.
         """
         targets = self.consumer.end_offsets(self.partitions) if until_drained else None
+        _learner_metrics.serve()
         last = time.monotonic()
         try:
             while not self.stopping.is_set():
@@ -285,6 +303,7 @@ class LearnerService:
                 self._fill(self.consumer.poll(timeout_ms=100))
                 self._drain_buffers(targets)
                 self._maybe_checkpoint()
+                _learner_metrics.METRICS.observe(self)
                 if on_progress and time.monotonic() - last >= progress_every_s:
                     last = time.monotonic()
                     on_progress(self)

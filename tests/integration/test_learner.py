@@ -131,3 +131,54 @@ def test_kill_minus_nine_five_times_gives_the_fault_free_result_exactly(settings
     for name in ("lr", "tree"):
         assert [restored.runners[name].model.predict_proba_one(x) for x in probe] == \
                [ref.runners[name].model.predict_proba_one(x) for x in probe]
+
+
+def test_two_learner_shards_split_the_partitions_and_each_is_exact(settings, namespace, tmp_path):
+    fields = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
+    spec_path = write_spec(tmp_path, name="shards", source=None, schema={"fields": fields, "label": "y"},
+                           topics={"partitions": 2}, metrics=["Accuracy"])
+    spec = load_spec(spec_path)
+    topics = pipeline_topics(spec, namespace)
+    kafkautil.create_topics(settings, list(topics.values()))
+    records = synthetic(6000, seed=11)
+    p = KafkaProducer(**settings.kafka_python(), acks="all")
+    for i, r in enumerate(records):
+        p.send(topics[Role.FEATURES].name, value=serde.dumps(r), partition=i % 2)
+    p.flush()
+    p.close()
+
+    home = tmp_path / "home"
+    outs = [tmp_path / f"s{i}.json" for i in range(2)]
+    procs = [learn(spec_path, namespace, home, "--until-drained", "--shard", f"{i}/2", "--summary-json", str(outs[i]),
+                   wait=False) for i in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    for i in range(2):
+        got = json.loads(outs[i].read_text())
+        ref = LearnerCore(spec)
+        for r in records[i::2]:
+            ref.on_event(r)
+        assert got["events"]["learned"] == 3000
+        assert got["models"] == ref.summary()["models"]
+
+
+def test_from_beginning_rebuilds_the_models_from_the_retained_log(settings, namespace, tmp_path):
+    fields = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
+    spec_path = write_spec(tmp_path, name="replay", source=None, schema={"fields": fields, "label": "y"},
+                           metrics=["Accuracy"])
+    spec = load_spec(spec_path)
+    topics = pipeline_topics(spec, namespace)
+    kafkautil.create_topics(settings, list(topics.values()))
+    records = synthetic(3000, seed=5)
+    produce(settings, topics[Role.FEATURES].name, records)
+    home = tmp_path / "home"
+    first, again, rebuilt = (tmp_path / f"{n}.json" for n in ("first", "again", "rebuilt"))
+    assert learn(spec_path, namespace, home, "--until-drained", "--summary-json", str(first)).returncode == 0
+    # A second plain run resumes after the checkpoint: nothing new to learn, same model.
+    assert learn(spec_path, namespace, home, "--until-drained", "--summary-json", str(again)).returncode == 0
+    proc = learn(spec_path, namespace, home, "--until-drained", "--from-beginning", "--summary-json", str(rebuilt))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b, c = (json.loads(p.read_text()) for p in (first, again, rebuilt))
+    assert a["events"]["learned"] == b["events"]["learned"] == c["events"]["learned"] == 3000
+    assert b["restored_from"] is not None and c["restored_from"] is None
+    assert a["models"] == b["models"] == c["models"]
