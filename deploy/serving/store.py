@@ -133,7 +133,7 @@ class ModelStore:
         current = self._latest.get(name)
         snap = load_snapshot(blob, self._key, newer_than=None if current is None else current.version)
         meta = snap.meta
-        if meta.get("model") != name:
+        if name != meta.get("model") and name.partition("#")[0] != meta.get("model"):  # "lr#0of2": a shard
             raise SnapshotRefused("wrong_model", f"record key {name!r} but the snapshot is of {meta.get('model')!r}")
         if meta.get("spec") != self._fingerprint:
             raise SnapshotRefused("spec_mismatch", f"snapshot of spec {meta.get('spec')!r}, serving "
