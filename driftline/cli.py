@@ -101,7 +101,8 @@ def cmd_run(args) -> int:
 def cmd_process(args) -> int:
     from processors.app import run_worker
 
-    run_worker(_spec(args.spec), KafkaSettings.from_env(), loglevel=args.loglevel)
+    run_worker(_spec(args.spec), KafkaSettings.from_env(), loglevel=args.loglevel, store=args.store,
+               datadir=args.datadir)
     return 0
 
 
@@ -146,42 +147,22 @@ def cmd_learn(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- ingest + gateway (ingest/command.py)
+
+
 def cmd_ingest(args) -> int:
-    from contracts.spec import SourceSpec
-    from ingest import EventProducer, open_source, source_id
+    from ingest.command import run_ingest
 
-    spec = _spec(args.spec)
-    src = spec.source
-    if args.source:
-        kind, _, rest = args.source.partition(":")
-        if kind == "file":
-            src = SourceSpec(kind="file", path=rest)
-        elif kind in ("river", "generator"):
-            src = SourceSpec(kind=kind, name=rest)
-        elif kind == "stdin" or args.source == "-":
-            src = SourceSpec(kind="stdin")
-        else:
-            raise SystemExit(f"driftline: --source {args.source!r}: use file:PATH, river:NAME, generator:NAME or stdin")
-    if src is None:
-        raise SystemExit("driftline: the spec has no source; pass --source")
-    if args.limit:
-        src = src.model_copy(update={"limit": args.limit})
-    producer = EventProducer(spec, KafkaSettings.from_env())
-    n = 0
-    try:
-        while True:
-            n += producer.send_records(open_source(src, spec.schema.label), source_id(src), start=n, rate=args.rate)
-            if not args.loop:
-                break
-    except KeyboardInterrupt:
-        print("driftline: Ctrl-C; flushing what was sent", file=sys.stderr)
-    finally:
-        producer.flush()
-        producer.close()
-    from contracts.topics import Role
+    return run_ingest(_spec(args.spec), args)
 
-    print(f"ingested {producer.acked} events into {producer.topics[Role.RAW].name}")
-    return 0
+
+def cmd_gateway(args) -> int:
+    from ingest.command import run_gateway
+
+    return run_gateway(_spec(args.spec), args)
+
+
+# ---------------------------------------------------------------- ingest + gateway end
 
 
 # ---------------------------------------------------------------- serve (deploy/serving)
@@ -259,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("process", help="run a processor worker (faust) until SIGTERM")
     pr.add_argument("spec")
     pr.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    pr.add_argument("--store", choices=["rocksdb", "memory"], help="table store (default: DRIFTLINE_STORE or rocksdb)")
+    pr.add_argument("--datadir", help="table data directory (default: one per process under DRIFTLINE_HOME)")
     pr.set_defaults(func=cmd_process)
 
     le = sub.add_parser("learn", help="run the learner: predict, score and learn every event")
@@ -274,13 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--shard", metavar="I/N", help="run shard I of N: partitions p with p %% N == I")
     le.set_defaults(func=cmd_learn)
 
+    # ---- ingest + gateway (ingest/command.py)
+    from ingest.command import add_gateway_arguments, add_ingest_arguments
+
     ing = sub.add_parser("ingest", help="feed a source into the raw topic")
-    ing.add_argument("spec")
-    ing.add_argument("--source", help="file:PATH, river:NAME, generator:NAME or stdin (default: the spec's)")
-    ing.add_argument("--rate", type=float, help="events per second (default: as fast as the broker takes)")
-    ing.add_argument("--limit", type=int, help="stop after N events")
-    ing.add_argument("--loop", action="store_true", help="start over at the end of the source")
+    add_ingest_arguments(ing)
     ing.set_defaults(func=cmd_ingest)
+    gw = sub.add_parser("gateway", help="HTTP gateway: POST /events into the raw topic")
+    add_gateway_arguments(gw)
+    gw.set_defaults(func=cmd_gateway)
+    # ---- ingest + gateway end
 
     # --- serve (deploy/serving) ---
     sv = sub.add_parser("serve", help="serve the current models over HTTP, hot-swapped from the models topic")

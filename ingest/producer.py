@@ -5,16 +5,24 @@ Each record becomes an envelope ``{"v", "id", "ts", "key", "data"}``:
 * ``id``: the spec's id field, or ``<source>:<position>``, so a replay gives the
   same ids and downstream can deduplicate;
 * ``key``: the spec's key field (also the Kafka message key);
-* ``ts``: the event time, from the spec's time field, else the time of ingest.
+* ``ts``: the event time, from the spec's time field (seconds, or ISO-8601), else
+  the time of ingest.
 
-The producer is idempotent with ``acks=all``; a record counts as ingested only
-once the broker has acknowledged it, and ``flush`` raises if any send failed.
+>>> from contracts.spec import load_spec_text
+>>> spec = load_spec_text("name: d\\nschema: {fields: {k: str, t: datetime, y: bool}, key: k, time: t, label: y}\\n"
+...                       "models: {m: {estimator: linear_model.LogisticRegression}}")
+>>> envelope(spec, {"k": "u1", "t": "1970-01-01T00:01:00Z", "y": True}, 7, "file:a.csv")
+(b'u1', {'v': 1, 'id': 'file:a.csv:7', 'ts': 60.0, 'key': 'u1', 'data': {'k': 'u1', 't': '1970-01-01T00:01:00Z', 'y': True}})
+
+The producer is idempotent with ``acks=all``; a record counts as ingested only once
+the broker has acknowledged it, and ``flush`` raises if any send failed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import datetime
 
 from kafka import KafkaProducer
 
@@ -22,8 +30,38 @@ from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import Role, pipeline_topics
+from ingest import _metrics
 
-__all__ = ["EventProducer", "envelope"]
+__all__ = ["EventProducer", "envelope", "event_time", "PRODUCER_DEFAULTS"]
+
+# Throughput: large batches that fill while the previous one is in flight, compressed.
+PRODUCER_DEFAULTS = dict(
+    acks="all", enable_idempotence=True, linger_ms=20, batch_size=1024 * 1024, compression_type="lz4",
+    max_request_size=4 * 1024 * 1024, max_in_flight_requests_per_connection=5, retries=2_147_483_647,
+    delivery_timeout_ms=120_000,
+)
+LATENCY_SAMPLE = 16  # measure the ack latency of one record in this many
+MAX_PENDING_BYTES = 64 * 1024 * 1024  # kafka-python's buffer is unbounded: we bound it here
+
+
+def event_time(value) -> float | None:
+    """Seconds since the epoch from a number or an ISO-8601 string, else None.
+
+    >>> event_time(5), event_time("1970-01-01T00:00:10+00:00"), event_time("soon"), event_time(True)
+    (5.0, 10.0, None, None)
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
 
 
 def envelope(spec: Spec, record: dict, position: int, stem: str, now: float | None = None) -> tuple[bytes | None, dict]:
@@ -32,37 +70,91 @@ def envelope(spec: Spec, record: dict, position: int, stem: str, now: float | No
     event_id = record.get(sch.id) if sch.id else None
     event_id = f"{stem}:{position}" if event_id is None else str(event_id)
     key = record.get(sch.key) if sch.key else None
-    ts = record.get(sch.time) if sch.time else None
-    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+    ts = event_time(record.get(sch.time)) if sch.time else None
+    if ts is None:
         ts = now if now is not None else time.time()
     env = {"v": sch.version, "id": event_id, "ts": ts, "key": None if key is None else str(key), "data": record}
     return (None if key is None else str(key).encode()), env
 
 
-class EventProducer:
-    """Sends envelopes to the raw topic and counts what the broker acknowledged."""
+class _Tally:
+    """Sent / acknowledged / failed for one topic role; callbacks run on the producer's I/O thread."""
 
-    def __init__(self, spec: Spec, settings: KafkaSettings, namespace: str | None = None, **overrides):
-        self.spec = spec
-        self.topics = pipeline_topics(spec, namespace)
-        config = dict(acks="all", linger_ms=5, batch_size=256 * 1024, compression_type=None,
-                      max_in_flight_requests_per_connection=5, retries=2_147_483_647,
-                      delivery_timeout_ms=120_000)
-        config.update(overrides)
-        self._producer = KafkaProducer(**settings.kafka_python(), **config)
-        self.acked = 0
+    def __init__(self, role: str):
+        self.role = role
+        self.sent = self.acked = 0
         self.failed: list[BaseException] = []
+        self._published = (0, 0, 0)
 
-    def _ok(self, _metadata):
+    def ok(self, _metadata):
         self.acked += 1
 
-    def _err(self, exc):
+    def err(self, exc):
         self.failed.append(exc)
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None, headers=None) -> None:
+    def publish(self) -> None:
+        """Add what changed since the last call to the Prometheus counters."""
+        now = (self.sent, self.acked, len(self.failed))
+        for counter, new, old in zip((_metrics.SENT, _metrics.ACKNOWLEDGED, _metrics.FAILED), now, self._published):
+            if new > old:
+                counter.labels(role=self.role).inc(new - old)
+        self._published = now
+
+
+class EventProducer:
+    """Sends envelopes to the pipeline's topics and counts what the broker acknowledged."""
+
+    def __init__(self, spec: Spec, settings: KafkaSettings, namespace: str | None = None,
+                 max_pending_bytes: int = MAX_PENDING_BYTES, **overrides):
+        self.spec = spec
+        self.topics = pipeline_topics(spec, namespace)
+        config = {**PRODUCER_DEFAULTS, **overrides}
+        self._producer = KafkaProducer(**settings.kafka_python(), **config)
+        self.tallies = {role: _Tally(role.value) for role in (Role.RAW, Role.LABELS, Role.DLQ)}
+        self._n = self._bytes = 0
+        self.max_pending_bytes = max_pending_bytes
+        self._max_wait_s = config["delivery_timeout_ms"] / 1000
+
+    @property
+    def acked(self) -> int:
+        return self.tallies[Role.RAW].acked
+
+    @property
+    def failed(self) -> list[BaseException]:
+        return [e for t in self.tallies.values() for e in t.failed]
+
+    @property
+    def unacknowledged(self) -> int:
+        return sum(t.sent - t.acked for t in self.tallies.values())
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None, headers=None, role: Role = Role.RAW):
+        """Hand one record to the producer; returns its future. Raises KafkaTimeoutError when
+        the cluster's metadata is not available within ``max_block_ms``."""
+        tally = self.tallies[role]
         fut = self._producer.send(topic, value=value, key=key, headers=headers)
-        fut.add_callback(self._ok)
-        fut.add_errback(self._err)
+        tally.sent += 1
+        fut.add_callback(tally.ok)
+        fut.add_errback(tally.err)
+        self._n += 1
+        self._bytes += len(value)
+        if self._n % LATENCY_SAMPLE == 0:
+            t0 = time.perf_counter()
+            fut.add_callback(lambda _md: _metrics.SEND_LATENCY.observe(time.perf_counter() - t0))
+            if self._n % (LATENCY_SAMPLE * 16) == 0:
+                self._backpressure()
+        return fut
+
+    @property
+    def pending(self) -> int:
+        """Records sent and neither acknowledged nor failed yet."""
+        return sum(t.sent - t.acked - len(t.failed) for t in self.tallies.values())
+
+    def _backpressure(self) -> None:
+        """Wait while the records awaiting acknowledgement hold more than ``max_pending_bytes``."""
+        avg = self._bytes / self._n
+        deadline = time.monotonic() + self._max_wait_s
+        while self.pending * avg > self.max_pending_bytes and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def send_records(self, records: Iterable[dict], stem: str, start: int = 0, rate: float | None = None,
                      progress=None) -> int:
@@ -82,10 +174,16 @@ class EventProducer:
                 progress(n)
         return n
 
-    def flush(self, timeout: float | None = None) -> None:
-        self._producer.flush(timeout=timeout)
-        if self.failed:
-            raise RuntimeError(f"{len(self.failed)} record(s) were not acknowledged: {self.failed[0]!r}")
+    def publish_metrics(self) -> None:
+        for t in self.tallies.values():
+            t.publish()
 
-    def close(self) -> None:
-        self._producer.close()
+    def flush(self, timeout: float | None = None, check: bool = True) -> None:
+        self._producer.flush(timeout=timeout)
+        self.publish_metrics()
+        failed = self.failed
+        if check and failed:
+            raise RuntimeError(f"{len(failed)} record(s) were not acknowledged: {failed[0]!r}")
+
+    def close(self, timeout: float | None = None) -> None:
+        self._producer.close(timeout=timeout)
