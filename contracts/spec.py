@@ -10,7 +10,7 @@ Traceback (most recent call last):
 ...
 contracts.spec.SpecError: invalid pipeline spec:
   - models: required field is missing; add it
-  - modles: unknown field; did you mean 'models'? Allowed here: drift, labels, metrics, metrics_window, models, name, schema, search, selection, snapshots, source, task, topics
+  - modles: unknown field; did you mean 'models'? Allowed here: drift, features, labels, metrics, metrics_window, models, name, schema, search, selection, snapshots, source, task, topics
 
 Estimators are river classes by dotted name relative to ``river`` (or a full
 ``river.…`` path), composed with ``|`` into a pipeline, or a
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "Spec", "SpecError", "FieldSpec", "SchemaSpec", "SourceSpec", "LabelsSpec", "ModelSpec",
-    "TopicsSpec", "load_spec", "load_spec_text", "resolve_callable", "resolve_river_class",
+    "TopicsSpec", "FeaturesSpec", "StatelessFeature", "StatefulFeature", "load_spec", "load_spec_text", "resolve_callable", "resolve_river_class",
 ]
 
 FieldType = Literal["float", "int", "bool", "str", "datetime"]
@@ -145,6 +145,7 @@ class SchemaSpec(_Strict):
     label: str | None = Field(None, description="label field (absent for unsupervised anomaly detection)")
     max_record_bytes: int = Field(1_000_000, ge=64)
     nan: Literal["reject", "allow"] = "reject"
+    dedup_seconds: float = Field(3600.0, gt=0, description="event time an event id is remembered for dedup")
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -259,6 +260,102 @@ class SnapshotSpec(_Strict):
     keep: int = Field(3, ge=1)
 
 
+# ---------------------------------------------------------------- features (processors)
+
+STATELESS_OPS = ("log1p", "sqrt", "abs", "square", "scale", "clip", "hour", "minute", "weekday", "day",
+                 "month", "onehot", "hash")
+STATEFUL_AGGS = ("count", "sum", "mean", "var", "min", "max", "since_last", "last", "ewm")
+_WINDOWED = ("count", "sum", "mean", "var", "min", "max")
+
+
+class StatelessFeature(_Strict):
+    """A feature computed from one event alone: a numeric transform, a datetime part, a
+    one-hot category or a hashed bucket. Its name defaults to ``<field>_<op>``."""
+
+    field: str
+    op: Literal["log1p", "sqrt", "abs", "square", "scale", "clip", "hour", "minute", "weekday", "day",
+                "month", "onehot", "hash"]
+    name: str | None = None
+    scale: float = Field(1.0, description="op=scale: (value - offset) * scale")
+    offset: float = 0.0
+    min: float | None = Field(None, description="op=clip: lower bound")
+    max: float | None = Field(None, description="op=clip: upper bound")
+    categories: list[Any] | None = Field(None, description="op=onehot: the known values (others: none set)")
+    buckets: int = Field(32, ge=1, le=1 << 20, description="op=hash: number of buckets")
+
+    @property
+    def out(self) -> str:
+        return self.name or f"{self.field}_{self.op}"
+
+
+class StatefulFeature(_Strict):
+    """A per-key feature over the key's past events (event time): count, sum, mean, var, min or
+    max over a tumbling or sliding window; time since the last event; the last value; an EWM."""
+
+    agg: Literal["count", "sum", "mean", "var", "min", "max", "since_last", "last", "ewm"]
+    field: str | None = Field(None, description="the numeric field (not needed for count, since_last)")
+    window: float | None = Field(None, gt=0, description="seconds; needed by count/sum/mean/var/min/max")
+    kind: Literal["sliding", "tumbling"] = "sliding"
+    alpha: float = Field(0.3, gt=0, le=1, description="agg=ewm: weight of the newest value")
+    default: float = Field(0.0, description="the value when there is nothing to aggregate yet")
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.agg in _WINDOWED and self.window is None:
+            raise ValueError(f"agg={self.agg} needs 'window' (seconds)")
+        if self.agg not in ("count", "since_last") and not self.field:
+            raise ValueError(f"agg={self.agg} needs 'field'")
+        return self
+
+    @property
+    def out(self) -> str:
+        if self.name:
+            return self.name
+        parts = [p for p in (self.field, self.agg) if p]
+        if self.window is not None:
+            parts.append(f"{self.kind[0]}{self.window:g}s")
+        return "_".join(parts)
+
+
+class FeaturesSpec(_Strict):
+    """What the featurize stage computes. Without this section, x is the clean fields exactly."""
+
+    passthrough: Literal["numeric", "all", "none"] = Field("numeric", description="clean fields kept in x")
+    stateless: list[StatelessFeature] = Field(default_factory=list)
+    stateful: list[StatefulFeature] = Field(default_factory=list)
+    ttl_seconds: float = Field(86_400.0, gt=0, description="event time a key's state outlives its last event")
+    allowed_lateness_seconds: float = Field(0.0, ge=0, description="how late an event may be and still count")
+
+
+def _check_features(spec: "Spec") -> list[tuple[str, str]]:
+    f = spec.features
+    if f is None:
+        return []
+    fields = spec.schema_.fields
+    problems, names = [], {}
+    numeric = ("float", "int", "bool")
+    for section, items in (("stateless", f.stateless), ("stateful", f.stateful)):
+        for i, item in enumerate(items):
+            loc = f"features.{section}[{i}]"
+            if item.field is not None and item.field not in fields:
+                problems.append((f"{loc}.field", f"'{item.field}' is not among schema.fields"
+                                 f"{_did_you_mean(item.field, fields)}"))
+                continue
+            ftype = fields[item.field].type if item.field else None
+            op = getattr(item, "op", None) or getattr(item, "agg", None)
+            if op in ("hour", "minute", "weekday", "day", "month") and ftype not in ("datetime", "float", "int"):
+                problems.append((f"{loc}.field", f"op={op} needs a datetime field; '{item.field}' is {ftype}"))
+            elif op not in ("onehot", "hash", "hour", "minute", "weekday", "day", "month") and ftype is not None \
+                    and ftype not in numeric:
+                problems.append((f"{loc}.field", f"{op} needs a numeric field; '{item.field}' is {ftype}"))
+            if item.out in names:
+                problems.append((loc, f"feature name '{item.out}' is already used by {names[item.out]}; "
+                                      "give one of them a 'name'"))
+            names[item.out] = loc
+    return problems
+
+
 class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: Literal["binary", "multiclass", "regression", "anomaly"] = "binary"
@@ -269,10 +366,14 @@ class Spec(_Strict):
     models: dict[str, ModelSpec]
     metrics: list[str] = Field(default_factory=lambda: ["Accuracy"])
     metrics_window: int = Field(1000, ge=1, description="events in the rolling metric window")
+    predictions_batch: int = Field(1, ge=1, le=10_000, description=(
+        "1: one predictions-topic record per event and model (keyed by event id); N > 1: up to N "
+        "predictions per record, {'v': 1, 'batch': [...]}, keyed by model (far fewer produce calls)"))
     selection: SelectionSpec = SelectionSpec()
     search: SearchSpec | None = None
     drift: DriftSpec = DriftSpec()
     snapshots: SnapshotSpec = SnapshotSpec()
+    features: FeaturesSpec | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -331,6 +432,7 @@ def check_references(spec: Spec) -> list[tuple[str, str]]:
         resolve_river_class(self.drift.detector)
     except ValueError as exc:
         problems.append(("drift.detector", str(exc)))
+    problems.extend(_check_features(self))
     if self.labels.mode == "inline" and self.task != "anomaly" and not self.schema_.label:
         problems.append(("schema.label", f"task '{self.task}' learns from labels: name the label field"))
     return problems

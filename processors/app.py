@@ -1,68 +1,125 @@
-"""The processors as a faust app: raw → clean (and dlq) → features.
+"""The processors as a faust app: raw → clean (and dlq) → features → examples.
 
-One agent reads the raw topic in batches (``take_events``), so that faust's
-per-event overhead is paid once per batch. For each event it:
+Agent ``clean_and_featurize`` reads the raw topic in batches (``take_events``),
+so that faust's per-event overhead is paid once per batch. For each batch it:
 
-1. cleans the raw bytes with :class:`processors.clean.Cleaner` (pure code);
-2. sends a rejection to the dead-letter topic with the original bytes and the
-   ``driftline.reason`` / ``driftline.origin.*`` headers;
-3. sends a valid record to the clean topic and its feature vector to the
-   features topic.
+1. reads, from each output partition it has not written since the last
+   rebalance, the highest origin offset already there (:mod:`processors._ledger`),
+   so that records replayed after a crash are not written twice;
+2. runs :class:`processors.stage.Stage` (clean → dedup → featurize, pure code)
+   over the batch, with the tables behind an overlay that holds the writes;
+3. sends each rejection to the dead-letter topic (original bytes, original key,
+   ``driftline.reason`` / ``driftline.message`` / ``driftline.origin.*``
+   headers), each valid record to the clean and features topics (and, with
+   inline labels, to the examples topic; with delayed labels, its features to
+   the join's pending topic), all to the source record's partition;
+4. waits until the broker has acknowledged every send of the batch;
+5. only then writes the state changes to the tables (their changelogs), because
+   a state change that is durable must mean its outputs are too;
+6. returns to ``take_events``, which acks the batch; faust flushes the producer
+   (changelogs included) before it commits those offsets.
 
-Nothing raises out of the agent: faust acks a message whose agent raised, so a
-failure is caught and dead-lettered on purpose. The batch's offsets are acked
-only after every send of the batch has been acknowledged by the broker.
+Agent ``join_labels`` (delayed labels only) reads the labels topic and the
+pending topic, both keyed by event id, and joins them with
+:class:`processors.join.LabelJoin` under the same steps.
+
+Nothing raises out of an agent: faust acks a message whose agent raised, so a
+failure is caught and dead-lettered on purpose.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import shutil
+import time
+import weakref
 from pathlib import Path
 
 import faust
+from faust.streams import _current_event
+from kafka.partitioner.default import murmur2
 
 from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import Spec
-from contracts.topics import Headers, Role, pipeline_topics
+from contracts.topics import Headers, Role, TopicContract, pipeline_topics
 from processors import _metrics
-from processors.clean import Clean, Cleaner, Rejection
+from processors._ledger import SWEPT, Ledger
+from processors.join import LabelJoin
+from processors.stage import Outcome, Overlay, Stage, State
 
-__all__ = ["create_app", "run_worker"]
+__all__ = ["create_app", "run_worker", "dead_letter_headers", "STORES"]
 
 log = logging.getLogger("driftline.processors")
 
 BATCH = 1000
 BATCH_WITHIN_S = 0.01
+STORES = {"rocksdb": "rocksdb://", "memory": "memory://"}
 
 
 def dead_letter_headers(reason: str, message: str, topic: str, partition: int, offset: int) -> list:
     return [
         (Headers.REASON, reason.encode()),
         (Headers.MESSAGE, message.encode()[:2000]),
+        *origin_headers(topic, partition, offset),
+    ]
+
+
+def origin_headers(topic: str, partition: int, offset: int) -> list:
+    return [
         (Headers.ORIGIN_TOPIC, topic.encode()),
         (Headers.ORIGIN_PARTITION, str(partition).encode()),
         (Headers.ORIGIN_OFFSET, str(offset).encode()),
     ]
 
 
+def id_partition(event_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives the key ``event_id`` (labels, pending)."""
+    return (murmur2(event_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _as_current(event) -> None:
+    """Make ``event`` faust's current event: table writes go to its partition's changelog and store."""
+    _current_event.set(weakref.ref(event))
+
+
+def _datadir(app_id: str, datadir: str | None) -> Path:
+    if datadir:
+        return Path(datadir)
+    # One directory per process: two workers on one machine never share a RocksDB.
+    root = Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline")) / "faust" / app_id
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob("pid-*"):  # left by a killed worker
+        try:
+            os.kill(int(old.name[4:]), 0)
+        except (ProcessLookupError, ValueError):
+            shutil.rmtree(old, ignore_errors=True)
+        except PermissionError:
+            pass
+    return root / f"pid-{os.getpid()}"
+
+
 def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None,
-               datadir: str | None = None) -> faust.App:
+               datadir: str | None = None, store: str | None = None) -> faust.App:
     topics = pipeline_topics(spec, namespace)
     app_id = topics[Role.RAW].name.removesuffix(".raw") + ".processors"
-    datadir = Path(datadir or Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline")) / "faust")
-    datadir.mkdir(parents=True, exist_ok=True)
+    store = STORES.get(store or os.environ.get("DRIFTLINE_STORE", "rocksdb"), store)
+    data = _datadir(app_id, datadir)
+    data.mkdir(parents=True, exist_ok=True)
+    n = spec.topics.partitions
     app = faust.App(
         app_id,
         broker=settings.faust_broker,
         broker_credentials=settings.faust_credentials(),
-        store="memory://",
-        datadir=str(datadir),
+        store=store,
+        datadir=str(data),
         web_enabled=False,
-        topic_partitions=spec.topics.partitions,
+        topic_partitions=n,
         topic_allow_declare=True,
+        table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=5,
@@ -70,56 +127,249 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
         stream_buffer_maxsize=8192,
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
     )
+    delayed = spec.labels.mode == "delayed"
     raw = app.topic(topics[Role.RAW].name, key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw")
-    clean_t = app.topic(topics[Role.CLEAN].name, key_serializer="raw", value_serializer="raw")
-    features_t = app.topic(topics[Role.FEATURES].name, key_serializer="raw", value_serializer="raw")
-    dlq_t = app.topic(topics[Role.DLQ].name, key_serializer="raw", value_serializer="raw")
-    cleaner = Cleaner(spec)
-    stats = {"in": 0, "clean": 0, "dlq": 0}
-    app.driftline_stats = stats  # type: ignore[attr-defined]
+    out = {role: app.topic(topics[role].name, key_serializer="raw", value_serializer="raw")
+           for role in (Role.CLEAN, Role.FEATURES, Role.DLQ, Role.EXAMPLES)}
+    names = {role: topics[role].name for role in out}
+    pending_t = app.topic(f"{app_id}-pending", partitions=n, internal=True, key_type=bytes, value_type=bytes,
+                          key_serializer="raw", value_serializer="raw")
+    if delayed:  # the join's input, keyed by event id like the labels topic: made before the worker starts
+        from driftline.kafkautil import create_topics
 
-    async def dead_letter(event, reason: str, message: str):
+        create_topics(settings, [TopicContract(Role.LABELS, f"{app_id}-pending", n, spec.topics.replication,
+                                               "event id", 1)])
+    table = {name: app.Table(name, partitions=n, schema=faust.Schema(key_serializer="json",
+                                                                                value_serializer="json"))
+             for name in ("seen", "keys", "clocks", "joins")}
+    stage = Stage(spec)
+    joiner = LabelJoin(spec.labels.ttl_seconds)
+    ledger = Ledger(settings)
+    stats = {"in": 0, "clean": 0, "dlq": 0, "late": 0, "examples": 0, "expired_events": 0,
+             "unknown_labels": 0, "expired_labels": 0, "duplicate_labels": 0, "suppressed": 0}
+    app.driftline_stats = stats  # type: ignore[attr-defined]
+    app.driftline_topics = {"pending": pending_t.get_topic_name()}  # type: ignore[attr-defined]
+    swept: dict[tuple[str, int], float] = {}
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(app_, revoked, **kwargs) -> None:
+        ledger.forget()
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(app_, assigned, **kwargs) -> None:
+        ledger.forget()
+
+    def flush(overlay: Overlay, t, by_partition: dict) -> None:
+        def put(k, v, p):
+            _as_current(by_partition[p])
+            t[k] = v
+
+        def delete(k, p):
+            _as_current(by_partition[p])
+            t.pop(k, None)
+
+        overlay.flush(put, delete)
+
+    async def dead_letter(key, value, reason: str, message: str, topic: str, partition: int, offset: int,
+                          extra_headers=()):
         _metrics.dead_lettered(reason)
-        msg = event.message
-        return await dlq_t.send(key=msg.key, value=msg.value, force=True,
-                                headers=dead_letter_headers(reason, message, msg.topic, msg.partition, msg.offset))
+        stats["dlq"] += 1
+        headers = dead_letter_headers(reason, message, topic, partition, offset) + list(extra_headers)
+        return await out[Role.DLQ].send(key=key, value=value, partition=partition, headers=headers, force=True)
 
     @app.agent(raw)
     async def clean_and_featurize(stream):
         async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
             started = _metrics.clock()
-            pending = []
+            parts = {e.message.partition for e in events}
+            roles = (Role.CLEAN, Role.FEATURES, Role.DLQ, Role.EXAMPLES)
+            hw = await ledger.snapshot([(names[r], p) for r in roles for p in parts])
+            state = State(Overlay(table["seen"]), Overlay(table["keys"]), Overlay(table["clocks"]))
+            by_partition, pending = {}, []
             for event in events:
+                msg = event.message
+                p, o, src = msg.partition, msg.offset, msg.topic
+                by_partition[p] = event
+                _as_current(event)
+                for ov in (state.seen, state.keys, state.clocks):
+                    ov.partition = p
                 stats["in"] += 1
+
+                def fresh(role, _p=p, _o=o, _src=src):
+                    if hw[(names[role], _p)].get(_src, -1) >= _o:
+                        stats["suppressed"] += 1
+                        return False
+                    return True
+
                 try:
-                    result = cleaner.clean_bytes(event.message.value)
-                    if isinstance(result, Rejection):
-                        stats["dlq"] += 1
-                        pending.append(await dead_letter(event, result.reason, result.message))
-                        continue
-                    key = result.key.encode() if result.key is not None else None
-                    value = serde.dumps(result.as_value())
-                    pending.append(await clean_t.send(key=key, value=value, force=True))
-                    pending.append(await features_t.send(key=key, value=value, force=True))
-                    stats["clean"] += 1
+                    res = stage.process(msg.value, p, o, state)
                 except Exception as exc:  # noqa: BLE001 - nothing raises out of an agent
-                    log.exception("processing failed; dead-lettering offset %s", event.message.offset)
-                    stats["dlq"] += 1
-                    pending.append(await dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}"))
-            # Ack the batch (when take_events resumes) only after the broker has every record of it.
+                    log.exception("processing failed; dead-lettering %s[%s]@%s", src, p, o)
+                    res = Outcome(reason="processing_error", message=f"{type(exc).__name__}: {exc}")
+                try:
+                    if res.reason is not None:
+                        if fresh(Role.DLQ):
+                            pending.append(await dead_letter(msg.key, msg.value, res.reason, res.message, src, p, o))
+                        continue
+                    stats["clean"] += 1
+                    c = res.clean
+                    key = c.key.encode() if c.key is not None else None
+                    headers = origin_headers(src, p, o)
+                    if fresh(Role.CLEAN):
+                        pending.append(await out[Role.CLEAN].send(key=key, value=serde.dumps(c.as_value()),
+                                                                  partition=p, headers=headers, force=True))
+                    if res.replayed:
+                        continue  # its features are in the state, so its outputs were written before
+                    vec = {"v": 1, "id": c.id, "key": c.key, "ts": c.ts, "x": res.features}
+                    if c.y is not None:
+                        vec["y"] = c.y
+                    if fresh(Role.FEATURES):
+                        pending.append(await out[Role.FEATURES].send(key=key, value=serde.dumps(vec), partition=p,
+                                                                     headers=headers, force=True))
+                    if delayed:
+                        pending.append(await pending_t.send(key=c.id.encode(), value=serde.dumps(vec),
+                                                            headers=headers, force=True))
+                    elif c.y is not None and fresh(Role.EXAMPLES):
+                        ex = {"v": 1, "id": c.id, "key": c.key, "ts": c.ts, "event_ts": c.ts,
+                              "x": res.features, "y": c.y}
+                        stats["examples"] += 1
+                        pending.append(await out[Role.EXAMPLES].send(key=key, value=serde.dumps(ex), partition=p,
+                                                                     headers=headers, force=True))
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("sending failed for %s[%s]@%s", src, p, o)
+                    pending.append(await dead_letter(msg.key, msg.value, "processing_error",
+                                                     f"{type(exc).__name__}: {exc}", src, p, o))
+            # Steps 4-5: the outputs first, then the state that says they exist.
             await asyncio.gather(*pending)
+            flush(state.seen, table["seen"], by_partition)
+            flush(state.keys, table["keys"], by_partition)
+            flush(state.clocks, table["clocks"], by_partition)
+            await sweep_stage(by_partition)
             _metrics.observe_batch(app, events, started)
+
+    async def sweep_stage(by_partition: dict) -> None:
+        """Drop dedup and key state past its TTL, per partition, when its clock has moved on enough."""
+        horizon = min(stage.dedup_ttl, stage.featurizer.ttl)
+        for p, event in by_partition.items():
+            _as_current(event)
+            clock = table["clocks"].get(str(p))
+            if not clock or clock["wm"] is None:
+                continue
+            last = swept.setdefault(("stage", p), clock["wm"])
+            if clock["wm"] - last < horizon / 4:
+                continue
+            swept[("stage", p)] = clock["wm"]
+            items = (list(table["seen"].items()), list(table["keys"].items()))
+            for store_name, k in list(stage.expired_entries(items, p, clock["wm"])):
+                table[store_name].pop(k, None)
+
+    join_source = app.topic(topics[Role.LABELS].name, pending_t.get_topic_name(), key_type=bytes,
+                            value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=n)
+
+    async def join_labels(stream):
+        labels_name = topics[Role.LABELS].name
+        async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
+            parts = {e.message.partition for e in events}
+            hw = await ledger.snapshot([(names[r], q) for r in (Role.EXAMPLES, Role.DLQ) for q in parts])
+            joins = Overlay(table["joins"])
+            by_partition, pending = {}, []
+            for event in events:
+                msg = event.message
+                q, o, src = msg.partition, msg.offset, msg.topic
+                by_partition[q] = event
+                _as_current(event)
+                joins.partition = q
+                try:
+                    rec = serde.loads(msg.value)
+                    ok = isinstance(rec, dict) and "id" in rec and isinstance(rec.get("ts"), (int, float))
+                    if src == labels_name and not (ok and "y" in rec):
+                        raise ValueError("a label is {'v', 'id', 'y', 'ts'}")
+                    if not ok:
+                        raise ValueError("a pending record lacks 'id' or 'ts'")
+                    clock = joins.get(f"\x00clock:{q}") or {"wm": rec["ts"]}
+                    joins[f"\x00clock:{q}"] = {"wm": max(clock["wm"], rec["ts"])}
+                    if src == labels_name:
+                        actions = joiner.on_label(rec, msg.value, o, joins)
+                    else:
+                        actions = joiner.on_pending(rec, o, joins)
+                except Exception as exc:  # noqa: BLE001 - a bad label is dead-lettered, never fatal
+                    actions = []
+                    if hw[(names[Role.DLQ], q)].get(src, -1) < o:
+                        pending.append(await dead_letter(msg.key, msg.value, "bad_label",
+                                                         f"{type(exc).__name__}: {exc}", src, q, o))
+                for a in actions:
+                    if a.kind == "example":
+                        stats["examples"] += 1
+                        if hw[(names[Role.EXAMPLES], q)].get(src, -1) < o:
+                            k = a.key.encode() if a.key is not None else None
+                            pending.append(await out[Role.EXAMPLES].send(
+                                key=k, value=serde.dumps(a.value), partition=q,
+                                headers=origin_headers(src, q, o), force=True))
+                    elif a.kind == "dead":
+                        stats[a.reason + "s"] = stats.get(a.reason + "s", 0) + 1
+                        if hw[(names[Role.DLQ], q)].get(src, -1) < o:
+                            pending.append(await dead_letter(msg.key, msg.value, a.reason, a.message, src, q, o))
+            await asyncio.gather(*pending)
+            flush(joins, table["joins"], by_partition)
+            await sweep_joins(by_partition, labels_name)
+
+    async def sweep_joins(by_partition: dict, labels_name: str) -> None:
+        """Expire joins past the label TTL: count unlabeled events, dead-letter labels without an event."""
+        for q, event in by_partition.items():
+            _as_current(event)
+            clock = table["joins"].get(f"\x00clock:{q}")
+            last = swept.setdefault(("join", q), clock["wm"] if clock else 0.0)
+            if not clock or clock["wm"] - last < joiner.ttl / 10:
+                continue
+            swept[("join", q)] = clock["wm"]
+            mine = [(k, v) for k, v in table["joins"].items()
+                    if not k.startswith("\x00") and id_partition(k, n) == q]
+            sends, changes = [], []
+            for eid, action, entry in joiner.expire(mine, clock["wm"]):
+                if action is not None and action.kind == "expired":
+                    stats["expired_events"] += 1
+                elif action is not None:
+                    stats["unknown_labels"] += 1
+                    sends.append(await dead_letter(eid.encode(), action.raw, action.reason, action.message,
+                                                   labels_name, q, action.origin, [(SWEPT, b"1")]))
+                changes.append((eid, entry))
+            await asyncio.gather(*sends)
+            for eid, entry in changes:
+                if entry is None:
+                    table["joins"].pop(eid, None)
+                else:
+                    table["joins"][eid] = entry
+
+    if delayed:
+        app.agent(join_source, name="join_labels")(join_labels)
+
+    @app.timer(10.0)
+    async def report() -> None:
+        log.info("processors: %s", stats)
+        path = os.environ.get("DRIFTLINE_PROCESSOR_STATS")
+        if path:
+            Path(path).write_text(json.dumps(stats))
 
     return app
 
 
-def run_worker(spec: Spec, settings: KafkaSettings, namespace: str | None = None, loglevel: str = "warn") -> None:
+def run_worker(spec: Spec, settings: KafkaSettings, namespace: str | None = None, loglevel: str = "warn",
+               store: str | None = None, datadir: str | None = None) -> None:
     """Run one processor worker until SIGTERM or Ctrl-C. Several may run at once."""
     from faust.worker import Worker
 
-    app = create_app(spec, settings, namespace)
+    app = create_app(spec, settings, namespace, datadir=datadir, store=store)
     _metrics.serve("processor", _metrics.REGISTRY, _metrics.DEFAULT_PORT)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        path = os.environ.get("DRIFTLINE_PROCESSOR_STATS")
+        if path:
+            Path(path).write_text(json.dumps(app.driftline_stats))
+        if datadir is None:
+            shutil.rmtree(app.conf.datadir, ignore_errors=True)
