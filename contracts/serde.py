@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import orjson
 
-__all__ = ["dumps", "loads", "DecodeError"]
+__all__ = ["dumps", "loads", "DecodeError", "predictions_of"]
 
 DecodeError = orjson.JSONDecodeError
 _OPTS = orjson.OPT_NON_STR_KEYS
@@ -24,3 +24,15 @@ def dumps(value) -> bytes:
 
 def loads(data: bytes | str):
     return orjson.loads(data)
+
+
+def predictions_of(value: dict) -> list[dict]:
+    """The predictions in one predictions-topic value, whether written one per record or batched.
+
+    >>> predictions_of({"v": 1, "id": "e1", "model": "lr"})
+    [{'v': 1, 'id': 'e1', 'model': 'lr'}]
+    >>> [p["id"] for p in predictions_of({"v": 1, "batch": [{"id": "e1"}, {"id": "e2"}]})]
+    ['e1', 'e2']
+    """
+    batch = value.get("batch")
+    return list(batch) if isinstance(batch, list) else [value]

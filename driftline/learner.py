@@ -103,6 +103,8 @@ class LearnerService:
         self.buffers: dict[TopicPartition, deque] = {tp: deque() for tp in self.partitions}
         self._since_checkpoint = 0
         self._last_checkpoint_t = time.monotonic()
+        self._pred_batch = spec.predictions_batch
+        self._pred_buf: dict[str, list[dict]] = {}
 
     # ---------------------------------------------------------------- start
 
@@ -162,8 +164,15 @@ class LearnerService:
     def _handle(self, kind: int, rec: dict) -> None:
         if kind == EVENT:
             preds, decisions = self.core.on_event(rec)
-            for p in preds:
-                self._emit(Role.PREDICTIONS, rec["id"], p)
+            if self._pred_batch > 1:
+                for p in preds:
+                    buf = self._pred_buf.setdefault(p["model"], [])
+                    buf.append(p)
+                    if len(buf) >= self._pred_batch:
+                        self._flush_predictions(p["model"])
+            else:
+                for p in preds:
+                    self._emit(Role.PREDICTIONS, rec["id"], p)
             _learner_metrics.METRICS.predicted(rec.get("ts"))
             self.stats.predicted += 1
             if not self.delayed:
@@ -175,6 +184,13 @@ class LearnerService:
             self._emit(Role.EVENTS, d.get("model") or d.get("to") or "-", {"v": 1, **d})
             if d["type"] in ("promotion", "drift"):
                 log.info("%s", d)
+
+    def _flush_predictions(self, model: str | None = None) -> None:
+        """Send buffered predictions (``predictions_batch > 1``): one record per model and batch."""
+        for name in [model] if model else list(self._pred_buf):
+            buf = self._pred_buf.pop(name, None)
+            if buf:
+                self._emit(Role.PREDICTIONS, name, {"v": 1, "batch": buf})
 
     def _ready(self, targets) -> bool:
         """May the merge take its head? Only when every partition has a head or is caught up."""
@@ -236,6 +252,7 @@ class LearnerService:
         self._finish_checkpoint(block=True)
         if any(self.buffers.values()):
             return  # the cut must sit between records: only checkpoint with empty merge buffers
+        self._flush_predictions()
         self.producer.flush()                                                   # step 1
         offsets = {f"{tp.topic}:{tp.partition}": self.consumer.position(tp) for tp in self.partitions}  # step 2
         self.version += 1
@@ -302,6 +319,7 @@ class LearnerService:
                     break
                 self._fill(self.consumer.poll(timeout_ms=100))
                 self._drain_buffers(targets)
+                self._flush_predictions()
                 self._maybe_checkpoint()
                 _learner_metrics.METRICS.observe(self)
                 if on_progress and time.monotonic() - last >= progress_every_s:

@@ -1,0 +1,177 @@
+"""bench/learner: the learner through Kafka against its in-process ceiling, and snapshot stalls.
+
+For each model (StandardScaler | LogisticRegression, a Hoeffding tree, a 10-tree ARF):
+
+* **ceiling**: ``LearnerCore.on_event`` over already-decoded records, no Kafka;
+* **learner**: ``LearnerService`` from a pre-filled features topic until drained:
+  fetch, decode, predict, emit the prediction, score, learn, with checkpoints on.
+
+Then, at a steady feed rate of half the measured learner throughput, the
+event latency (produce time → prediction emitted) with checkpoints every
+``--snapshot-every`` events (forked, as shipped) and with none.
+
+Run: ``python -m bench.learner`` (``make bench`` runs every benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import threading
+import time
+import uuid
+
+import yaml
+
+from bench._common import broker, percentile, write_result
+from contracts import serde
+from contracts.settings import KafkaSettings
+from contracts.spec import load_spec_text
+from contracts.topics import Role, pipeline_topics
+from driftline import kafkautil
+from driftline.learner import LearnerService
+from models import LearnerCore
+
+MODELS = {
+    "lr": {"estimator": "preprocessing.StandardScaler | linear_model.LogisticRegression"},
+    "hoeffding_tree": {"estimator": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 200}},
+    "arf10": {"estimator": "forest.ARFClassifier", "params": {"n_models": 10, "seed": 1}},
+}
+
+
+def make_spec(model: str, every: int, batch: int = 1):
+    fields = {f"f{k}": "float" for k in range(10)} | {"y": "bool"}
+    return load_spec_text(yaml.safe_dump({
+        "name": f"bench-{model}", "schema": {"fields": fields, "label": "y"}, "models": {model: MODELS[model]},
+        "metrics": ["Accuracy"], "drift": {"policy": "alert"}, "predictions_batch": batch,
+        "snapshots": {"every_events": every, "every_seconds": 3600}}))
+
+
+def records(n: int, seed: int = 1) -> list[dict]:
+    rng = random.Random(seed)
+    w = [rng.uniform(-1, 1) for _ in range(10)]
+    out = []
+    for i in range(n):
+        x = {f"f{k}": rng.gauss(0, 1) for k in range(10)}
+        out.append({"v": 1, "id": f"e{i}", "key": None, "ts": float(i), "x": x,
+                    "y": sum(w[k] * x[f"f{k}"] for k in range(10)) > 0})
+    return out
+
+
+def ceiling(spec, recs) -> float:
+    core = LearnerCore(spec)
+    t0 = time.perf_counter()
+    for r in recs:
+        core.on_event(r)
+    return len(recs) / (time.perf_counter() - t0)
+
+
+def through_kafka(spec, recs, settings) -> float:
+    from kafka import KafkaProducer
+
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    topics = pipeline_topics(spec, ns)
+    kafkautil.create_topics(settings, list(topics.values()))
+    p = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=20, batch_size=1 << 20)
+    for r in recs:
+        p.send(topics[Role.FEATURES].name, value=serde.dumps(r))
+    p.flush()
+    p.close()
+    with tempfile.TemporaryDirectory() as d:
+        svc = LearnerService(spec, settings, ns, snapshot_dir=d, key=b"bench-key-0123456789")
+        t0 = time.perf_counter()
+        svc.run(until_drained=True)
+        elapsed = time.perf_counter() - t0
+        svc.close()
+    kafkautil.delete_topics(settings, [t.name for t in topics.values()])
+    return len(recs) / elapsed
+
+
+class _Timed(LearnerService):
+    """The shipped service, recording produce-to-emit latency per event (from the record timestamp)."""
+
+    def _fill(self, batches):
+        now = time.time()
+        for records in batches.values():
+            for r in records:
+                self._created[r.offset] = r.timestamp / 1000.0
+        self._fetched = now
+        super()._fill(batches)
+
+    def _take(self, item):
+        super()._take(item)
+        created = self._created.pop(item[2], None)
+        if created is not None:
+            self.latencies.append(time.time() - created)
+
+
+def latency(spec, settings, rate: float, seconds: float) -> dict:
+    from kafka import KafkaProducer
+
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    topics = pipeline_topics(spec, ns)
+    kafkautil.create_topics(settings, list(topics.values()))
+    recs = records(int(rate * seconds), seed=3)
+    with tempfile.TemporaryDirectory() as d:
+        svc = _Timed(spec, settings, ns, snapshot_dir=d, key=b"bench-key-0123456789")
+        svc._created, svc.latencies = {}, []
+        th = threading.Thread(target=svc.run, daemon=True)
+        th.start()
+        p = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=0)
+        t0 = time.monotonic()
+        for i, r in enumerate(recs):
+            ahead = i / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+            p.send(topics[Role.FEATURES].name, value=serde.dumps(r))
+        p.flush()
+        deadline = time.monotonic() + 60
+        while len(svc.latencies) < len(recs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        svc.stop()
+        th.join()
+        svc.close()
+        p.close()
+    kafkautil.delete_topics(settings, [t.name for t in topics.values()])
+    lat = [v * 1000 for v in svc.latencies]
+    return {"events": len(lat), "rate": rate, "checkpoints": svc.stats.checkpoints,
+            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat) if lat else None}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=20_000, help="events for LR and the tree (ARF gets a quarter)")
+    ap.add_argument("--snapshot-every", type=int, default=2_000)
+    ap.add_argument("--latency-seconds", type=float, default=15.0)
+    args = ap.parse_args(argv)
+    out = {"throughput": {}, "latency": {}}
+    with broker():
+        settings = KafkaSettings.from_env()
+        for model in MODELS:
+            n = args.events if model != "arf10" else args.events // 4
+            recs = records(n)
+            spec = make_spec(model, args.snapshot_every)
+            c = ceiling(spec, recs)
+            k = through_kafka(spec, recs, settings)
+            kb = through_kafka(make_spec(model, args.snapshot_every, batch=1000), recs, settings)
+            c = max(c, ceiling(spec, recs))  # the ceiling is measured twice, around the learner runs
+            out["throughput"][model] = {"events": n, "ceiling_eps": round(c), "learner_eps": round(k),
+                                        "ratio": round(k / c, 3), "learner_batched_eps": round(kb),
+                                        "ratio_batched": round(kb / c, 3)}
+            print(f"{model:16} ceiling {c:9.0f} ev/s   learner {k:9.0f} ev/s ({k / c:.2f})   "
+                  f"batched predictions {kb:9.0f} ev/s ({kb / c:.2f})", flush=True)
+        for model in ("lr", "arf10"):
+            rate = out["throughput"][model]["learner_eps"] / 2
+            for label, every in (("with_snapshots", args.snapshot_every), ("without_snapshots", 10**9)):
+                r = latency(make_spec(model, every), settings, rate, args.latency_seconds)
+                out["latency"].setdefault(model, {})[label] = r
+                print(f"{model:16} {label:18} at {rate:7.0f} ev/s: p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
+                      f"max {r['max_ms']:.1f} ms  ({r['checkpoints']} checkpoints)", flush=True)
+    path = write_result("learner", out)
+    print(f"wrote {path}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
