@@ -10,7 +10,7 @@ Traceback (most recent call last):
 ...
 contracts.spec.SpecError: invalid pipeline spec:
   - models: required field is missing; add it
-  - modles: unknown field; did you mean 'models'? Allowed here: drift, features, labels, metrics, metrics_window, models, name, schema, search, selection, snapshots, source, task, topics
+  - modles: unknown field; did you mean 'models'? Allowed here: drift, features, labels, ...
 
 Estimators are river classes by dotted name relative to ``river`` (or a full
 ``river.…`` path), composed with ``|`` into a pipeline, or a
