@@ -22,6 +22,8 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+import orjson
+
 from contracts import serde
 from contracts.spec import SourceSpec, Spec
 from contracts.topics import Headers, Role
@@ -66,6 +68,14 @@ class Summary:
         rate = self.sent / self.seconds if self.seconds > 0 else 0.0
         return (f"sent={self.sent} acknowledged={self.acknowledged} rejected={self.rejected} "
                 f"failed={self.failed} ({self.topic}, {self.seconds:.1f}s, {rate:,.0f} events/s)")
+
+
+def _raw(record: dict) -> bytes:
+    """The bytes of a parsed record that failed a check, for the dead-letter topic."""
+    try:
+        return serde.dumps(record)
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(record).encode()
 
 
 class Feed:
@@ -124,14 +134,20 @@ class Feed:
                 if self.validate is not None:
                     problem = self.validate(rec)
                     if problem is not None:
-                        if self._reject(Bad(pos, problem[0], problem[1], serde.dumps(rec)), rec):
+                        if self._reject(Bad(pos, problem[0], problem[1], _raw(rec)), rec):
                             return
                         continue
                 if self.labels_file:
                     if not self._send_label_record(pos, rec):
                         return
                 else:
-                    self._send_event(rec, pos, pass_stem, n)
+                    try:
+                        self._send_event(rec, pos, pass_stem, n)
+                    except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. an integer over 64 bits
+                        if self._reject(Bad(pos, "wrong_type", f"line {pos}: cannot be serialized: {exc}",
+                                            _raw(rec)), rec):
+                            return
+                        continue
                 n += 1
                 if not n & 1023:
                     self._tick()
@@ -160,7 +176,7 @@ class Feed:
         if rec.get(id_field) is None or y_field not in rec:
             missing = id_field if rec.get(id_field) is None else y_field
             return not self._reject(Bad(pos, "missing_field", f"line {pos}: label record without '{missing}'",
-                                        serde.dumps(rec)), rec)
+                                        _raw(rec)), rec)
         ts = event_time(rec.get(sch.time or "ts"))
         ts = time.time() if ts is None else ts
         self._send_label({"v": 1, "id": str(rec[id_field]), "y": rec[y_field], "ts": ts, "event_ts": ts})

@@ -32,10 +32,12 @@ class MemoryProducer:
         self.sent: dict[Role, list[tuple[bytes | None, bytes, list]]] = defaultdict(list)
         self.fail_after = fail_after
         self._queued: list = []
+        self.order: list[tuple[Role, bytes]] = []  # every send, in order
 
     def send(self, topic, value, key=None, headers=None, role: Role = Role.RAW):
         self.tallies[role].sent += 1
         self._queued.append((role, key, value, headers or []))
+        self.order.append((role, value))
 
     def values(self, role: Role) -> list:
         return [serde.loads(v) for _, v, _ in self.sent[role]]
