@@ -18,11 +18,13 @@ help:
 	@echo "make bench  - benchmarks, written to bench/results/latest.json"
 	@echo "make clean  - remove the venv and local state"
 
-# Java 17+ and Maven run and fetch the local broker; install them from Debian when missing.
+# Java 17+ and Maven run and fetch the local broker; Prometheus (with promtool) checks the alert
+# rules and the dashboards in the tests. Install them from Debian when missing.
 system-deps:
 	@need=""; \
 	if ! command -v java >/dev/null || ! java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; then need="$$need openjdk-17-jre-headless"; fi; \
 	command -v mvn >/dev/null || need="$$need maven"; \
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || need="$$need prometheus"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
