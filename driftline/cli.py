@@ -186,6 +186,23 @@ def cmd_serve(args) -> int:
 # ---------------------------------------------------------------- serve end
 
 
+# ---------------------------------------------------------------- report (monitoring)
+
+
+def cmd_report(args) -> int:
+    from driftline.report import make_report
+
+    spec = _spec(args.spec)
+    report = make_report(spec, KafkaSettings.from_env(), args.output, namespace=args.namespace, limit=args.limit)
+    print(f"wrote {args.output}: {report.events} events, {len(report.curves)} model(s) "
+          f"({', '.join(sorted(report.curves))}), {len(report.drifts)} drift(s), "
+          f"{len(report.promotions)} champion change(s)")
+    return 0
+
+
+# ---------------------------------------------------------------- report end
+
+
 def cmd_spec(args) -> int:
     spec = _spec(args.spec)
     print(f"{args.spec}: valid. {len(spec.models)} model(s): {', '.join(spec.models)}; "
@@ -282,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sv.set_defaults(func=cmd_serve)
     # --- serve end ---
+
+    # --- report (monitoring) ---
+    rp = sub.add_parser("report", help="PNG of each model's metric over time, drifts and champion changes")
+    rp.add_argument("spec")
+    rp.add_argument("-o", "--output", default="driftline-report.png", help="PNG path (default: %(default)s)")
+    rp.add_argument("--namespace", help="topic namespace (default: DRIFTLINE_NAMESPACE or none)")
+    rp.add_argument("--limit", type=int, help="read at most this many predictions")
+    rp.set_defaults(func=cmd_report)
+    # --- report end ---
 
     sp = sub.add_parser("spec", help="validate a pipeline spec and say what it declares")
     sp.add_argument("spec")
