@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -188,6 +189,14 @@ def test_every_panel_and_the_drift_alert_against_a_live_prometheus(prometheus_bi
         res = _get(f"{prom}/api/v1/query_range?" + urllib.parse.urlencode(
             {"query": substitute(ann["expr"]), "start": now - 300, "end": now, "step": ann["step"]}))
         assert res["data"]["result"], "the drift annotation marks nothing"
+        # The same run, for people without Grafana: the report reads the real topics.
+        png = tmp_path / "report.png"
+        out = subprocess.run([sys.executable, "-m", "driftline", "report", str(SPEC), "-o", str(png)], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        found = re.search(r"(\d+) model\(s\) \(([^)]*)\), (\d+) drift", out.stdout)
+        assert found and {"lr", "tree"} <= set(found.group(2).split(", ")) and int(found.group(3)) >= 1, out.stdout
+        assert png.stat().st_size > 20_000
     finally:
         for p in reversed(procs):
             _stop(p)
