@@ -135,6 +135,8 @@ REGISTRY = new_registry()
 METRICS = ProcessorMetrics(REGISTRY)
 clock = time.perf_counter  # a batch's start, for observe_batch
 _SERVING: dict[str, int] = {}  # service → port, once per process
+STORE_SIZE_EVERY_S = 10.0
+_STORES_LOOKED = {"at": float("-inf")}
 
 
 def dead_lettered(reason: str) -> None:
@@ -156,7 +158,11 @@ def observe_batch(app, events, started: float) -> None:
         except Exception:  # noqa: BLE001 - a partition not fetched yet has no known high watermark
             return None
 
-    tables = {name: len(table) for name, table in getattr(app, "tables", {}).items()}
+    tables = None
+    now = time.monotonic()
+    if now - _STORES_LOOKED["at"] >= STORE_SIZE_EVERY_S:  # len() of a RocksDB table walks its keys
+        _STORES_LOOKED["at"] = now
+        tables = {name: len(table) for name, table in getattr(app, "tables", {}).items()}
     METRICS.observe_batch(app.driftline_stats, [e.message for e in events], started, highwater, stores=tables)
 
 

@@ -1,0 +1,92 @@
+"""The processor and learner metrics, read from fake services (no broker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from contracts.spec import load_spec
+from driftline._learner_metrics import LearnerMetrics
+from models import LearnerCore
+from processors._metrics import ProcessorMetrics, metrics_port, new_registry
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class FakeConsumer:
+    def __init__(self, hw, pos):
+        self.hw, self.pos = hw, pos
+
+    def highwater(self, tp):
+        return self.hw
+
+    def position(self, tp, timeout_ms=None):
+        return self.pos
+
+
+def fake_learner(tmp_path, core):
+    from kafka import TopicPartition
+
+    tp = TopicPartition("ns.agrawal.features", 0)
+    checkpointer = SimpleNamespace(published={}, directory=tmp_path, pending=None, last_duration_s=None)
+    stats = SimpleNamespace(predicted=0, learned=0, skipped=0)
+    return SimpleNamespace(stats=stats, core=core, consumer=FakeConsumer(120, 100), partitions=[tp],
+                           buffers={tp: [1, 2, 3]}, checkpointer=checkpointer)
+
+
+def sample(m, name, **labels):
+    return m.registry.get_sample_value(name, labels)
+
+
+def test_learner_metrics_read_models_lag_snapshots_and_forget_gone_models(tmp_path):
+    core = LearnerCore(load_spec(REPO / "deploy/demo/agrawal-drift.yaml"))
+    svc = fake_learner(tmp_path, core)
+    m = LearnerMetrics(new_registry(), every_s=0)
+    m.observe(svc)
+    assert sample(m, "driftline_consumer_lag_records", topic="ns.agrawal.features", partition="0") == 23
+    assert sample(m, "driftline_drift_events_total", model="tree") == 0
+    assert sample(m, "driftline_snapshot_age_seconds", model="lr") >= 0
+
+    for i in range(400):
+        core.on_event({"id": str(i), "ts": float(i), "x": {"salary": float(i % 7)}, "y": i % 2})
+    svc.stats.predicted = svc.stats.learned = 400
+    (tmp_path / "models" / "lr").mkdir(parents=True)
+    (tmp_path / "models" / "lr" / f"{400:012d}.snap").write_bytes(b"x" * 1234)
+    svc.checkpointer.published["lr"] = 400
+    svc.checkpointer.last_duration_s = 0.2
+    core.drift["tree"].alarms.append(1)
+    m.observe(svc)
+    assert sample(m, "driftline_stage_events_total", stage="learn", outcome="learned") == 400
+    assert sample(m, "driftline_predictions_total", model="lr") == 400
+    assert sample(m, "driftline_model_version", model="lr") == 400
+    # every alarm of the detector since the first look, the real ones and the one added here
+    assert sample(m, "driftline_drift_events_total", model="tree") == len(core.drift["tree"].alarms) >= 1
+    assert sample(m, "driftline_snapshot_size_bytes", model="lr") == 1234
+    assert sample(m, "driftline_snapshot_age_seconds", model="lr") < 5
+    assert sample(m, "driftline_snapshots_total") == 1
+    champion = core.board.champion
+    assert champion is not None and sample(m, "driftline_model_champion", model=champion) == 1
+    assert sample(m, "driftline_model_metric", model="lr", metric="Accuracy", window="rolling", goal="max") \
+        == core.runners["lr"].metrics(rolling=True)["Accuracy"]
+
+    core._remove("tree")  # a pruned or dropped model: its series go away
+    m.observe(svc)
+    assert sample(m, "driftline_model_version", model="tree") is None
+    assert sample(m, "driftline_model_metric", model="tree", metric="Accuracy", window="rolling", goal="max") is None
+
+
+def test_processor_metrics_count_only_what_changed_and_never_go_back():
+    m = ProcessorMetrics(new_registry())
+    msg = SimpleNamespace(topic="t", partition=1, offset=9, timestamp=None)
+    m.observe_batch({"clean": 5, "dlq": 0}, [msg], 0.0)
+    m.observe_batch({"clean": 5, "dlq": 2}, [msg], 0.0)
+    assert sample(m, "driftline_stage_events_total", stage="clean", outcome="accepted") == 5
+    assert sample(m, "driftline_stage_events_total", stage="clean", outcome="dead_lettered") == 2
+    assert sample(m, "driftline_stage_latency_seconds_count", stage="clean") == 0  # no timestamp, no sample
+
+
+def test_metrics_port_prefers_the_service_variable():
+    env = {"DRIFTLINE_METRICS_PORT": "9200", "DRIFTLINE_PROCESSOR_METRICS_PORT": "9300"}
+    assert metrics_port("processor", 9101, env) == 9300
+    assert metrics_port("learner", 9102, env) == 9200
+    assert metrics_port("learner", 9102, {}) == 9102
