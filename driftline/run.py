@@ -62,8 +62,26 @@ def start_processor(spec_path: str, settings: KafkaSettings, namespace: str | No
     env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers)
     if namespace:
         env["DRIFTLINE_NAMESPACE"] = namespace
-    return subprocess.Popen([sys.executable, "-m", "driftline", "process", spec_path], env=env,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    logs = Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline")) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"processor-{namespace or 'default'}.log"
+    _say(f"processor worker log: {log_path}")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "driftline", "process", spec_path], env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc
+
+
+def _worker_died(worker: subprocess.Popen) -> SystemExit:
+    tail = ""
+    try:
+        tail = "".join(Path(worker.log_path).read_text(errors="replace").splitlines(keepends=True)[-20:])
+    except (OSError, AttributeError):
+        pass
+    return SystemExit(f"driftline: the processor worker exited with code {worker.returncode}; "
+                      f"its log ends:\n{tail}")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -140,7 +158,7 @@ def _finite(spec, settings, namespace, topics, worker, timeout_s) -> dict:
         if features + dlq >= ingested:
             break
         if worker.poll() is not None:
-            raise SystemExit(f"driftline: the processor worker exited with code {worker.returncode}")
+            raise _worker_died(worker)
         if time.monotonic() > deadline:
             raise SystemExit(f"driftline: processors handled {features + dlq} of {ingested} events "
                              f"within {timeout_s:.0f}s")
@@ -156,6 +174,7 @@ def _finite(spec, settings, namespace, topics, worker, timeout_s) -> dict:
                    "learned": s["learned"]},
         "models": s["models"],
         "rolling": s["rolling"],
+        "champion": s["champion"],
         "seconds": round(time.monotonic() - t0, 3),
         "_learner": learner,
     }
@@ -190,14 +209,22 @@ def _live(spec, settings, namespace, topics, worker, rate) -> dict:
             parts.append(f"{name}: " + " ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None))
         print("  ".join(parts), flush=True)
 
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: learner.stop())
+    def graceful(signum, _frame):
+        # First Ctrl-C (or SIGTERM): finish the current batch, checkpoint, stop what we started.
+        # A second Ctrl-C interrupts at once.
+        _say("stopping: finishing the batch, taking a checkpoint (Ctrl-C again to force)")
+        learner.stop()
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, graceful)
+    signal.signal(signal.SIGTERM, graceful)
     try:
         learner.run(on_progress=progress)
-    except KeyboardInterrupt:
-        _say("Ctrl-C: stopping")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         stop.set()
         learner.close()
     s = learner.summary()
