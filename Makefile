@@ -54,7 +54,7 @@ test: install
 	  $(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 demo: install
-	$(DL) run examples/phishing.yaml --rate 300
+	$(DL) run deploy/demo/agrawal-drift.yaml --rate 400 --serve 8000
 
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)

@@ -92,7 +92,8 @@ def cmd_run(args) -> int:
 
     spec = _spec(args.spec)
     summary = run_pipeline(spec, args.spec, until_drained=args.until_drained, summary_json=args.summary_json,
-                           keep_topics=args.keep_topics, rate=args.rate, timeout_s=args.timeout)
+                           keep_topics=args.keep_topics, rate=args.rate, timeout_s=args.timeout,
+                           serve_port=args.serve)
     if args.until_drained and not args.summary_json:
         print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--summary-json", metavar="PATH", help="write counts per stage and final metrics here")
     r.add_argument("--keep-topics", action="store_true", help="keep the run's namespaced topics")
     r.add_argument("--rate", type=float, help="live mode: events/s to feed (default 500)")
+    r.add_argument("--serve", type=int, metavar="PORT", help="also run the serving API on PORT")
     r.add_argument("--timeout", type=float, default=600.0, help="finite mode: seconds to wait per stage")
     r.set_defaults(func=cmd_run)
 

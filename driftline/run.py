@@ -99,14 +99,30 @@ def _count(settings: KafkaSettings, topics: list[str]) -> int:
     return sum(kafkautil.end_offsets(settings, topics).values())
 
 
+def start_serving(spec_path: str, settings: KafkaSettings, namespace: str, port: int) -> subprocess.Popen:
+    """``driftline serve`` beside the live pipeline, so the demo can be queried."""
+    env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers, DRIFTLINE_NAMESPACE=namespace)
+    logs = Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline")) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"serving-{namespace}.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "driftline", "serve", spec_path, "--port", str(port)],
+                                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    _say(f"serving: {base}/models  POST {base}/predict  docs {base}/docs  metrics {base}/metrics")
+    return proc
+
+
 def run_pipeline(spec: Spec, spec_path: str, until_drained: bool, summary_json: str | None = None,
-                 keep_topics: bool = False, rate: float | None = None, timeout_s: float = 600.0) -> dict:
+                 keep_topics: bool = False, rate: float | None = None, timeout_s: float = 600.0,
+                 serve_port: int | None = None) -> dict:
     settings, started_kafka = ensure_kafka(KafkaSettings.from_env())
     namespace = f"run-{uuid.uuid4().hex[:8]}"
     topics = pipeline_topics(spec, namespace)
     kafkautil.create_topics(settings, list(topics.values()))
     _say(f"namespace {namespace}; topics {topics[Role.RAW].name} … {topics[Role.PREDICTIONS].name}")
     worker = start_processor(spec_path, settings, namespace)
+    serving = start_serving(spec_path, settings, namespace, serve_port) if serve_port else None
     learner = None
     try:
         if until_drained:
@@ -119,6 +135,8 @@ def run_pipeline(spec: Spec, spec_path: str, until_drained: bool, summary_json: 
         return summary
     finally:
         stop_process(worker)
+        if serving is not None:
+            stop_process(serving)
         if learner is not None:
             learner.close()
         if not keep_topics:
