@@ -65,7 +65,8 @@ def start_processor(spec_path: str, settings: KafkaSettings, namespace: str | No
     logs = Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline")) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"processor-{namespace or 'default'}.log"
-    _say(f"processor worker log: {log_path}")
+    port = os.environ.get("DRIFTLINE_PROCESSOR_METRICS_PORT") or os.environ.get("DRIFTLINE_METRICS_PORT") or "9101"
+    _say(f"processor worker log: {log_path}; metrics at http://127.0.0.1:{port}/metrics")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "driftline", "process", spec_path], env=env,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
