@@ -53,6 +53,7 @@ class LearnerStats:
     learned: int = 0
     skipped: int = 0
     checkpoints: int = 0
+    refused_checkpoints: int = 0
     restored_from: int | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -121,6 +122,7 @@ class LearnerService:
             self._checkpoint_version_floor()
             return
         snap, refused = self.checkpointer.latest()
+        self.stats.refused_checkpoints += len(refused)
         for r in refused:
             log.warning("refused checkpoint %s", r)
         if snap is None:
@@ -347,4 +349,5 @@ class LearnerService:
     def summary(self) -> dict:
         s = self.core.summary()
         return {**s, "learned": self.stats.learned, "predicted": self.stats.predicted, "skipped": self.stats.skipped,
-                "checkpoints": self.stats.checkpoints, "restored_from": self.stats.restored_from}
+                "checkpoints": self.stats.checkpoints, "restored_from": self.stats.restored_from,
+                "refused_checkpoints": self.stats.refused_checkpoints}
