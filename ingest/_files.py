@@ -35,7 +35,7 @@ BAD_INPUT = {
     "wrong_column_count": "a CSV row has more or fewer columns than the header",
     "bad_csv": "a CSV row cannot be parsed",
 }
-TARGET_BATCH_BYTES = 16 * 1024 * 1024  # decoded Parquet bytes held at once, roughly
+TARGET_BATCH_BYTES = 4 * 1024 * 1024  # decoded Parquet bytes held at once, roughly
 MAX_BATCH_ROWS = 50_000
 
 
@@ -198,11 +198,12 @@ def read_parquet(path: Path) -> Iterator[tuple[int, dict] | Bad]:
 
     Memory is bounded by the file's row groups (a reader decodes a whole column chunk),
     so files written with sensible row groups (pyarrow's ``row_group_size``) stream.
+    ``pre_buffer=False``: pyarrow's default pre-buffering reads the whole file ahead.
     """
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path, memory_map=False, buffer_size=1 << 20)
+        pf = pq.ParquetFile(path, memory_map=False, buffer_size=1 << 20, pre_buffer=False)
         meta = pf.metadata
         rows = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
         size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
@@ -219,10 +220,11 @@ def read_parquet(path: Path) -> Iterator[tuple[int, dict] | Bad]:
     batch = max(1, min(MAX_BATCH_ROWS, TARGET_BATCH_BYTES // per_row))
     n = 0
     try:
-        for rb in pf.iter_batches(batch_size=batch, use_threads=False):
-            for rec in rb.to_pylist():
-                yield n, rec
-                n += 1
-            del rb
+        for group in range(meta.num_row_groups):  # one row group at a time, unbuffered
+            for rb in pf.iter_batches(batch_size=batch, row_groups=[group], use_threads=False):
+                for rec in rb.to_pylist():
+                    yield n, rec
+                    n += 1
+                del rb
     except Exception as exc:  # noqa: BLE001
         yield Bad(n, "unreadable", f"{path}: Parquet data after row {n} cannot be read: {exc}")
