@@ -140,7 +140,8 @@ def cmd_learn(args) -> int:
                                              "skipped": s["skipped"], "labeled": s["labeled"],
                                              "unmatched_labels": s["unmatched_labels"]},
                "models": s["models"], "rolling": s["rolling"], "champion": s["champion"],
-               "checkpoints": s["checkpoints"], "restored_from": s["restored_from"]}
+               "checkpoints": s["checkpoints"], "restored_from": s["restored_from"],
+               "refused_checkpoints": s["refused_checkpoints"]}
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
     elif args.until_drained:

@@ -182,3 +182,48 @@ def test_from_beginning_rebuilds_the_models_from_the_retained_log(settings, name
     assert a["events"]["learned"] == b["events"]["learned"] == c["events"]["learned"] == 3000
     assert b["restored_from"] is not None and c["restored_from"] is None
     assert a["models"] == b["models"] == c["models"]
+
+
+class _Canary:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_tampered_and_forged_checkpoints_are_refused_and_the_previous_one_restores(settings, namespace, tmp_path):
+    from models.snapshot import dump_snapshot
+
+    fields = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
+    spec_path = write_spec(tmp_path, name="tamper", source=None, schema={"fields": fields, "label": "y"},
+                           metrics=["Accuracy"], snapshots={"every_events": 500, "every_seconds": 3600})
+    spec = load_spec(spec_path)
+    topics = pipeline_topics(spec, namespace)
+    kafkautil.create_topics(settings, list(topics.values()))
+    records = synthetic(3000, seed=8)
+    produce(settings, topics[Role.FEATURES].name, records)
+    home = tmp_path / "home"
+    assert learn(spec_path, namespace, home, "--until-drained").returncode == 0
+
+    ckpt_dir = home / "snapshots" / namespace / "tamper" / "checkpoint"
+    newest = sorted(ckpt_dir.glob("*.snap"))[-1]
+    blob = bytearray(newest.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # a flipped byte in the newest checkpoint
+    newest.write_bytes(bytes(blob))
+    canary = tmp_path / "canary"
+    forged = dump_snapshot({"version": 10**6, "spec": spec.fingerprint()}, {"core": _Canary(str(canary))},
+                           b"attacker-key-0000000000000000")
+    (ckpt_dir / f"{10**6:012d}.snap").write_bytes(forged)
+
+    out = tmp_path / "s.json"
+    proc = learn(spec_path, namespace, home, "--until-drained", "--summary-json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(out.read_text())
+    assert not canary.exists()
+    assert got["refused_checkpoints"] == 2
+    assert got["restored_from"] is not None and got["restored_from"] < int(newest.stem)
+    ref = LearnerCore(spec)
+    for r in records:
+        ref.on_event(r)
+    assert got["events"]["learned"] == 3000 and got["models"] == ref.summary()["models"]
