@@ -9,7 +9,7 @@ TEST_KAFKA_DIR := $(CURDIR)/.driftline/test-kafka
 TEST_PORT ?= 39092
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps jars test unit demo bench chaos clean
+.PHONY: help install system-deps jars test unit demo bench kcat chaos clean
 
 help:
 	@echo "make test   - install everything, start a test broker, run the tests, stop the broker"
@@ -56,7 +56,13 @@ test: install
 demo: install
 	$(DL) run deploy/demo/agrawal-drift.yaml --rate 400 --serve 8000
 
-bench: install
+# bench/ingest compares `driftline ingest` with Debian's kcat (librdkafka) on the same file.
+kcat:
+	@command -v kcat >/dev/null || { echo "installing: kcat"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; fi; }
+
+bench: install kcat
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
