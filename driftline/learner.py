@@ -81,11 +81,18 @@ class LearnerService:
             directory = directory / f"shard-{shard[0]}of{shard[1]}"
         self.checkpointer = Checkpointer(directory, self.key, keep=spec.snapshots.keep)
 
+        # kafka-python's own client metrics cost several µs a record; Prometheus has ours.
         self.consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
                                       max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
-                                      max_partition_fetch_bytes=16 * 1024 * 1024)
+                                      max_partition_fetch_bytes=16 * 1024 * 1024, metrics_enabled=False,
+                                      reconnect_backoff_max_ms=5000)
+        # Through a broker outage the producer holds and retries (up to 10 minutes) rather than fail:
+        # send() blocks when its buffer is full, which is the back-pressure we want.
         self.producer = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=5,
-                                      batch_size=512 * 1024, max_request_size=200 * 1024 * 1024)
+                                      batch_size=512 * 1024, max_request_size=200 * 1024 * 1024,
+                                      metrics_enabled=False, delivery_timeout_ms=600_000, max_block_ms=600_000,
+                                      reconnect_backoff_max_ms=5000)
+        self.send_failures: list[BaseException] = []
         self.kinds: dict[str, int] = {self.topics[Role.FEATURES].name: EVENT}
         if self.delayed:
             self.kinds[self.topics[Role.EXAMPLES].name] = LABEL
@@ -161,7 +168,8 @@ class LearnerService:
         return name if n == 1 else f"{name}#{i}of{n}"
 
     def _emit(self, topic: Role, key: str, value: dict) -> None:
-        self.producer.send(self.topics[topic].name, key=key.encode(), value=serde.dumps(value))
+        fut = self.producer.send(self.topics[topic].name, key=key.encode(), value=serde.dumps(value))
+        fut.add_errback(self.send_failures.append)
 
     def _handle(self, kind: int, rec: dict) -> None:
         if kind == EVENT:
@@ -256,6 +264,11 @@ class LearnerService:
             return  # the cut must sit between records: only checkpoint with empty merge buffers
         self._flush_predictions()
         self.producer.flush()                                                   # step 1
+        if self.send_failures:
+            # Never move the cut past outputs the broker did not take: stop, and a restart redoes them.
+            raise RuntimeError(f"{len(self.send_failures)} output record(s) were not acknowledged "
+                               f"({self.send_failures[0]!r}); stopping before the checkpoint so that a "
+                               "restart resumes from the last good one")
         offsets = {f"{tp.topic}:{tp.partition}": self.consumer.position(tp) for tp in self.partitions}  # step 2
         self.version += 1
         now = time.time()
