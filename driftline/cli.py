@@ -99,6 +99,15 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from processors.export import export_stage, parse_time
+
+    n = export_stage(_spec(args.spec), args.stage, args.to, KafkaSettings.from_env(), args.namespace,
+                     since=parse_time(args.since), until=parse_time(args.until), batch_rows=args.batch_rows)
+    print(f"exported {n} {args.stage} records to {args.to}")
+    return 0
+
+
 def cmd_process(args) -> int:
     from processors.app import run_worker
 
@@ -263,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--store", choices=["rocksdb", "memory"], help="table store (default: DRIFTLINE_STORE or rocksdb)")
     pr.add_argument("--datadir", help="table data directory (default: one per process under DRIFTLINE_HOME)")
     pr.set_defaults(func=cmd_process)
+
+    # ---- export (processors) ----
+    ex = sub.add_parser("export", help="write a stage's records over a time range to Parquet or CSV")
+    ex.add_argument("spec")
+    ex.add_argument("--stage", required=True, choices=["clean", "features", "examples"])
+    ex.add_argument("--to", required=True, metavar="FILE", help="FILE.parquet or FILE.csv")
+    ex.add_argument("--from", dest="since", metavar="T", help="from this time (seconds or ISO-8601), inclusive")
+    ex.add_argument("--until", metavar="T", help="until this time, exclusive")
+    ex.add_argument("--namespace", help="topic namespace (default: DRIFTLINE_NAMESPACE or none)")
+    ex.add_argument("--batch-rows", type=int, default=10_000, help="rows held in memory at once")
+    ex.set_defaults(func=cmd_export)
+    # ---- end export ----
 
     le = sub.add_parser("learn", help="run the learner: predict, score and learn every event")
     le.add_argument("spec")

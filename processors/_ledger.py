@@ -83,6 +83,17 @@ class Ledger:
                 hw[(topic, partition)] = await loop.run_in_executor(None, self._scan, topic, partition)
         return {o: hw[o] for o in outputs}
 
+    def advance(self, outputs: list[str], partition: int, origin: str, offset: int) -> None:
+        """This worker has handled ``origin`` up to ``offset`` for ``partition`` of these outputs.
+
+        A rebalance that keeps the partition here makes faust deliver those records again, and the
+        ledger read before them knows nothing of what this worker wrote since.
+        """
+        for topic in outputs:
+            known = self._hw.get((topic, partition))
+            if known is not None and known.get(origin, -1) < offset:
+                known[origin] = offset
+
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()

@@ -248,6 +248,9 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             flush(state.seen, table["seen"], by_partition)
             flush(state.keys, table["keys"], by_partition)
             flush(state.clocks, table["clocks"], by_partition)
+            for p, event in by_partition.items():
+                last = max(e.message.offset for e in events if e.message.partition == p)
+                ledger.advance([names[r] for r in roles], p, event.message.topic, last)
             await sweep_stage(by_partition)
             _metrics.observe_batch(app, events, started)
 
@@ -309,12 +312,17 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                             pending.append(await out[Role.EXAMPLES].send(
                                 key=k, value=serde.dumps(a.value), partition=q,
                                 headers=origin_headers(src, q, o), force=True))
+                    elif a.kind == "expired":
+                        stats["expired_events"] += 1
                     elif a.kind == "dead":
                         stats[a.reason + "s"] = stats.get(a.reason + "s", 0) + 1
                         if hw[(names[Role.DLQ], q)].get(src, -1) < o:
                             pending.append(await dead_letter(msg.key, msg.value, a.reason, a.message, src, q, o))
             await asyncio.gather(*pending)
             flush(joins, table["joins"], by_partition)
+            for e in events:
+                ledger.advance([names[Role.EXAMPLES], names[Role.DLQ]], e.message.partition, e.message.topic,
+                               e.message.offset)
             await sweep_joins(by_partition, labels_name)
 
     async def sweep_joins(by_partition: dict, labels_name: str) -> None:

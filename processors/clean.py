@@ -44,6 +44,11 @@ REASONS = {
     "not_finite": "NaN or infinity where the spec rejects them",
     "unknown_field": "a field the schema does not declare",
     "duplicate": "an event id seen before within the dedup window",
+    "processing_error": "the processors failed on this record (a bug: the message says where)",
+    "bad_label": "a labels-topic record that is not {'v', 'id', 'y', 'ts'}",
+    "unknown_label": "a label whose event never came within labels.ttl_seconds",
+    "expired_label": "a label that came after its event's features expired (labels.ttl_seconds)",
+    "duplicate_label": "a second label for an event id",
 }
 
 

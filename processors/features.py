@@ -35,7 +35,8 @@ Without a ``features`` section the vector is the clean fields, exactly:
 
 Windows are in event time. An event later than ``allowed_lateness_seconds``
 behind the key's newest event gets features but does not enter the windows; it
-is counted in ``state["late"]``. State older than ``ttl_seconds`` behind the
+is counted in ``state["late"]``; its windows see only the events the state still keeps (each
+field's events are kept for its longest window plus the allowed lateness). State older than ``ttl_seconds`` behind the
 partition's clock is dropped (:meth:`Featurizer.expired`).
 """
 
@@ -174,7 +175,7 @@ class Featurizer:
         for field, horizon in self.horizon.items():
             keep_from = w - horizon - self.lateness
             buf = st["buf"].get(field)
-            if buf and buf[0][0] <= keep_from:
+            if buf:  # arrival order is not time order: look at every entry
                 st["buf"][field] = [e for e in buf if e[0] > keep_from]
         return out, st
 

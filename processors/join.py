@@ -76,6 +76,11 @@ class LabelJoin:
                           "raw": raw.decode("utf-8", "replace")}
             return []
         st = entry["st"]
+        if st == "wait_label" and label["ts"] - entry["ts"] > self.ttl:
+            store[eid] = {"st": "expired", "ts": entry["ts"], "pen": entry["pen"], "lab": offset}
+            return [Action("expired"), Action("dead", reason="expired_label", raw=raw, origin=offset,
+                                              message=f"the label came {label['ts'] - entry['ts']:g}s after the "
+                                                      f"event, over the {self.ttl:g}s TTL")]
         if st == "wait_label":
             store[eid] = {"st": "done", "ts": entry["ts"], "pen": entry["pen"], "lab": offset}
             rec = entry["rec"]

@@ -89,3 +89,226 @@ def test_every_raw_record_is_clean_or_dead_lettered_exactly_once(pipeline, setti
     features = read_topic(settings, topics[Role.FEATURES].name)
     assert len(features) == len(clean)
     assert {serde.loads(r.value)["id"] for r in features} == expected_clean
+
+
+def test_delayed_labels_join_with_the_features_of_prediction_time(pipeline, settings, tmp_path):
+    spec, path, topics = pipeline(labels="delayed", ttl=3000.0)
+    n, delay = 6000, 1000
+    records = list(mixed_stream(n, keys=30, seed=5, disorder=0))
+    produce(settings, topics[Role.RAW].name, records, partitions=2)
+    labels, unlabeled, late, truth = [], [], [], {}
+    for i, r in enumerate(records):
+        if i % 50 == 7:
+            unlabeled.append(r)
+            continue
+        lag = 5000 if i % 500 == 3 else delay  # a few labels come after the TTL
+        (late if lag > 3000 else labels).append(r)
+        truth[r.id] = (i % 3, r.ts + lag)
+    ghosts = [f"ghost{i}" for i in range(20)]
+    from processors.testing import Record
+
+    label_recs = [Record(eid, eid.encode(), serde.dumps({"v": 1, "id": eid, "y": truth[eid][0], "ts": truth[eid][1]}),
+                         "label") for eid in sorted(truth, key=lambda e: truth[e][1])]
+    label_recs += [Record(g, g.encode(), serde.dumps({"v": 1, "id": g, "y": 1, "ts": 10.0 + i}), "label")
+                   for i, g in enumerate(ghosts)]
+    produce(settings, topics[Role.LABELS].name, label_recs)
+    w = pipeline.start(path, name="w")
+    wait_until(lambda: end_total(settings, topics[Role.EXAMPLES].name) >= len(labels) and w.alive(), 150,
+               what="every timely label joined")
+    wait_until(lambda: sum(1 for r in read_topic(settings, topics[Role.DLQ].name)
+                           if dict(r.headers)[Headers.REASON] in (b"unknown_label", b"expired_label"))
+               >= len(ghosts) + len(late), 60, what="unknown and late labels dead-lettered")
+    features = {serde.loads(r.value)["id"]: serde.loads(r.value) for r in read_topic(settings, topics[Role.FEATURES].name)}
+    examples = [serde.loads(r.value) for r in read_topic(settings, topics[Role.EXAMPLES].name)]
+    assert sorted(e["id"] for e in examples) == sorted(r.id for r in labels)
+    for e in examples:
+        f = features[e["id"]]
+        assert e["x"] == f["x"] and e["event_ts"] == f["ts"] and e["key"] == f["key"]
+        assert (e["y"], e["ts"]) == truth[e["id"]]
+    dlq = read_topic(settings, topics[Role.DLQ].name)
+    by_reason = {}
+    for r in dlq:
+        h = dict(r.headers)
+        assert h[Headers.ORIGIN_TOPIC].decode() == topics[Role.LABELS].name
+        by_reason.setdefault(h[Headers.REASON].decode(), set()).add(serde.loads(r.value)["id"])
+    assert by_reason == {"unknown_label": set(ghosts), "expired_label": {r.id for r in late}}
+    import json
+
+    wait_until(lambda: json.loads((tmp_path / "w.json").read_text())["expired_events"] > 0, 30, what="stats")
+    stats = json.loads((tmp_path / "w.json").read_text())
+    newest = max(r.ts for r in records)
+    surely = [r for r in unlabeled if r.ts < newest - 1.2 * 3000]
+    assert len(surely) + len(late) <= stats["expired_events"] <= len(unlabeled) + len(late)
+    assert stats["unknown_labels"] == len(ghosts) and stats["expired_labels"] == len(late)
+
+
+def test_export_writes_the_topics_records_as_rows_in_bounded_memory(settings, namespace, kafka, tmp_path):
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from processors.testing import Record
+
+    text = spec_text()
+    (tmp_path / "spec.yaml").write_text(text)
+    topics = pipeline_topics(load_spec_text(text), namespace)
+    kafkautil.create_topics(settings, list(topics.values()))
+    n = 200_000
+
+    def example(i):
+        return {"v": 1, "id": f"e{i}", "key": f"k{i % 97}", "ts": float(i), "event_ts": float(i) - 5,
+                "x": {"a": i * 0.5, "b": -float(i)}, "y": i % 2}
+
+    produce(settings, topics[Role.EXAMPLES].name,
+            (Record(None, f"k{i % 97}".encode(), serde.dumps(example(i)), "x") for i in range(n)))
+
+    def export(to, *extra):
+        code = ("import resource, sys; from driftline.cli import main; rc = main(sys.argv[1:]); "
+                "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        out = subprocess.run([sys.executable, "-c", code, "export", str(tmp_path / "spec.yaml"), "--stage",
+                              "examples", "--to", str(to), "--namespace", namespace, *extra],
+                             env={**__import__("os").environ, "DRIFTLINE_BOOTSTRAP_SERVERS": kafka},
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return int(out.stdout.split("RSS")[-1])
+
+    rss_all = export(tmp_path / "all.parquet")
+    rss_small = export(tmp_path / "small.parquet", "--until", "20000")
+    table = pq.read_table(tmp_path / "all.parquet").to_pandas()
+    assert len(table) == n
+    rows = table.sort_values("ts").reset_index(drop=True)
+    for i in (0, 1, 12345, n - 1):
+        want = example(i)
+        got = rows.iloc[i]
+        assert (got["id"], got["key"], got["ts"], got["event_ts"], got["x.a"], got["x.b"], got["y"]) == (
+            want["id"], want["key"], want["ts"], want["event_ts"], want["x"]["a"], want["x"]["b"], want["y"])
+    assert list(rows["id"]) == [f"e{i}" for i in range(n)]
+    assert len(pq.read_table(tmp_path / "small.parquet")) == 20000
+    # bounded: ten times the rows costs well under twice the memory (kB)
+    assert rss_all < 1.5 * rss_small, (rss_all, rss_small)
+
+
+def test_a_second_worker_joining_and_leaving_changes_no_feature(pipeline, settings, namespace, kafka, tmp_path):
+    import uuid
+
+    records = list(mixed_stream(16000, keys=60, poison_every=40, seed=9))
+
+    def run(ns, second: bool):
+        text = spec_text()
+        path = tmp_path / f"{ns}.yaml"
+        path.write_text(text)
+        topics = pipeline_topics(load_spec_text(text), ns)
+        kafkautil.create_topics(settings, list(topics.values()))
+        produce(settings, topics[Role.RAW].name, records, partitions=2)
+        workers = []
+        try:
+            workers.append(Worker(path, kafka, ns, tmp_path / "home", log=tmp_path / f"{ns}-1.log"))
+            progress = lambda: end_total(settings, topics[Role.CLEAN].name) + end_total(settings, topics[Role.DLQ].name)  # noqa: E731
+            if second:
+                wait_until(lambda: progress() >= 3000, 120, every=0.1, what="a quarter of the stream")
+                workers.append(Worker(path, kafka, ns, tmp_path / "home", log=tmp_path / f"{ns}-2.log"))
+                wait_until(lambda: progress() >= 9000, 120, every=0.1, what="half of the stream")
+                workers[1].stop()  # leaves mid-stream
+            wait_processed(settings, topics, len(records), workers[:1], timeout=150)
+        finally:
+            for w in workers:
+                w.stop()
+        raw = read_topic(settings, topics[Role.RAW].name)
+        assert_exact_accounting(settings, topics, raw)
+        return {serde.loads(r.value)["id"]: serde.loads(r.value)["x"]
+                for r in read_topic(settings, topics[Role.FEATURES].name)}
+
+    single = run(namespace, second=False)
+    ns2 = f"{namespace}-b"
+    try:
+        double = run(ns2, second=True)
+    finally:
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(**settings.kafka_python())
+        try:
+            admin.delete_topics([t for t in admin.list_topics() if t.startswith(ns2 + ".")])
+        finally:
+            admin.close()
+    assert len(single) == sum(1 for r in records if r.expect == "clean")
+    assert double == single
+
+
+def _poison():
+    """Malformed raw records: bad JSON, wrong types, missing fields, NaN/inf, unknown schema version,
+    oversized, binary garbage, unknown keys."""
+    from hypothesis import strategies as st
+
+    good = {"id": "p", "k": "kx", "t": 1.0, "v": 1.0, "c": "a"}
+    field = st.sampled_from(sorted(good))
+    wrong = st.one_of(st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(),
+                                                                          max_size=2), st.just(True))
+    def env(data, v=1):
+        return {"v": v, "id": "p", "ts": 1.0, "data": data}
+
+    return st.one_of(
+        st.binary(min_size=1, max_size=200).filter(lambda b: not b.strip().startswith(b"{")),
+        st.text(max_size=50).map(lambda t: ("{" + t).encode()),
+        st.builds(lambda f, w: serde.dumps(env({**good, f: w})), st.sampled_from(["v", "t"]), wrong),
+        st.builds(lambda f: serde.dumps(env({k: v for k, v in good.items() if k != f})),
+                  st.sampled_from(["v", "c", "k", "t"])),
+        st.sampled_from(["NaN", "inf", "-inf", "Infinity"]).map(lambda x: serde.dumps(env({**good, "v": x}))),
+        st.integers(2, 99).map(lambda v: serde.dumps(env(good, v))),
+        st.integers(1_000_100, 1_040_000).map(lambda n: serde.dumps(env({**good, "c": "a" * n}))),
+        st.text(min_size=1, max_size=8).filter(lambda k: k not in good).map(
+            lambda k: serde.dumps(env({**good, k: 1}))),
+        st.one_of(st.integers(), st.lists(st.integers(), max_size=2), st.none()).map(serde.dumps),
+    )
+
+
+def test_poison_records_are_all_dead_lettered_with_reason_and_origin_and_the_worker_goes_on(pipeline, settings):
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+    from hypothesis import strategies as st
+    from kafka import KafkaAdminClient
+
+    from processors.clean import REASONS
+    from processors.testing import Record
+
+    spec, path, topics = pipeline()
+    w = pipeline.start(path)
+    raw_name, seen = topics[Role.RAW].name, {"n": 0, "dlq": 0}
+
+    @hsettings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(_poison(), min_size=20, max_size=60))
+    def check(values):
+        recs = [Record(None, b"kx", v, "dead") for v in values]
+        good = list(mixed_stream(10, keys=3, seed=seen["n"], start=10_000 + seen["n"]))
+        produce(settings, raw_name, recs + good)
+        seen["n"] += len(recs) + len(good)
+        seen["dlq"] += len(recs)
+        wait_processed(settings, topics, seen["n"], [w], timeout=60)
+        assert w.alive()
+        dlq = read_topic(settings, topics[Role.DLQ].name)
+        assert len(dlq) == seen["dlq"]
+        for r in dlq[-len(recs):] if len(dlq) >= len(recs) else dlq:
+            h = dict(r.headers)
+            assert h[Headers.REASON].decode() in REASONS
+            assert h[Headers.ORIGIN_TOPIC].decode() == raw_name
+            int(h[Headers.ORIGIN_PARTITION]), int(h[Headers.ORIGIN_OFFSET])
+        assert sorted(r.value for r in dlq[-len(recs):]) == sorted(values)
+
+    check()
+    # the source offsets advance past every poison record
+    admin = KafkaAdminClient(**settings.kafka_python())
+    try:
+        group = raw_name.removesuffix(".raw") + ".processors"
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(**settings.kafka_python())
+        ends = {tp.partition: e for tp, e in consumer.end_offsets([TopicPartition(raw_name, p) for p in (0, 1)]).items()}
+        consumer.close()
+
+        def committed():
+            offs = admin.list_consumer_group_offsets(group)
+            return {tp.partition: m.offset for tp, m in offs.items() if tp.topic == raw_name}
+
+        wait_until(lambda: committed() == {p: e for p, e in ends.items() if e}, 30, what="offsets committed")
+    finally:
+        admin.close()
