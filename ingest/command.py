@@ -26,7 +26,7 @@ def add_ingest_arguments(ing) -> None:
                      "synth:NAME?param=value&seed=N, or - for stdin (default: the spec's source)")
     ing.add_argument("--rate", type=float, help="events per second (default: as fast as the broker takes)")
     ing.add_argument("--speedup", type=float, help="replay at the event-time pace, this many times faster")
-    ing.add_argument("--limit", type=int, help="stop after N events")
+    ing.add_argument("--limit", type=int, help="stop after N input records (sent or rejected)")
     ing.add_argument("--loop", action="store_true", help="start over at the end of the source")
     ing.add_argument("--labels", action="store_true",
                      help="the source is a label file (id and label per record): feed the labels topic")

@@ -38,7 +38,9 @@ from ingest.sources import read_source, source_id
 __all__ = ["Feed", "Summary", "ON_ERROR"]
 
 ON_ERROR = ("skip", "dlq", "fail")
+_SENT, _REJECTED, _STOP = "sent", "rejected", "stop"
 KEEP_REJECTIONS = 1000  # rejections listed one by one in the summary (all are counted)
+LOG_REJECTIONS = 100  # rejections logged one by one
 
 
 @dataclass
@@ -118,7 +120,7 @@ class Feed:
         stem = source_id(self.source)
         types = {name: f.type for name, f in self.spec.schema.fields.items()}
         label = self.spec.schema.label
-        n = 0
+        n = 0  # records sent
         for pass_no in range(1 << 62):
             pass_stem = stem if pass_no == 0 else f"{stem}@{pass_no}"
             n_before = n
@@ -126,35 +128,38 @@ class Feed:
                 if self.stop.is_set():
                     self.summary.interrupted = True
                     return
-                if type(item) is Bad:
-                    if self._reject(item):
-                        return
-                    continue
-                pos, rec = item
-                if self.validate is not None:
-                    problem = self.validate(rec)
-                    if problem is not None:
-                        if self._reject(Bad(pos, problem[0], problem[1], _raw(rec)), rec):
-                            return
-                        continue
-                if self.labels_file:
-                    if not self._send_label_record(pos, rec):
-                        return
-                else:
-                    try:
-                        self._send_event(rec, pos, pass_stem, n)
-                    except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. an integer over 64 bits
-                        if self._reject(Bad(pos, "wrong_type", f"line {pos}: cannot be serialized: {exc}",
-                                            _raw(rec)), rec):
-                            return
-                        continue
-                n += 1
-                if not n & 1023:
-                    self._tick()
-                if self.limit and n >= self.limit:
+                outcome = self._one(item, pass_stem, n)
+                if outcome is _STOP:
+                    return
+                if outcome is _SENT:
+                    n += 1
+                    if not n & 1023:
+                        self._tick()
+                if self.limit and n + self.summary.rejected >= self.limit:
                     return
             if not self.loop or n == n_before or self.stop.is_set():
                 return
+
+    def _one(self, item, stem: str, n: int) -> str:
+        """Steps 1 to 5 for one input: ``_SENT``, ``_REJECTED`` or ``_STOP``."""
+        if type(item) is Bad:
+            return _STOP if self._reject(item) else _REJECTED
+        pos, rec = item
+        problem = self.validate(rec) if self.validate is not None else None
+        if problem is None and self.labels_file:
+            problem = self._label_problem(rec)
+        if problem is not None:
+            return _STOP if self._reject(Bad(pos, problem[0], f"line {pos}: {problem[1]}", _raw(rec)), rec) \
+                else _REJECTED
+        try:
+            if self.labels_file:
+                self._send_label_record(rec)
+            else:
+                self._send_event(rec, pos, stem, n)
+        except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. an integer over 64 bits
+            return _STOP if self._reject(Bad(pos, "wrong_type", f"line {pos}: cannot be serialized: {exc}",
+                                             _raw(rec)), rec) else _REJECTED
+        return _SENT
 
     def _send_event(self, rec: dict, pos: int, stem: str, n: int) -> None:
         y = rec.pop(self.spec.schema.label, None) if self.delayed else None
@@ -169,18 +174,20 @@ class Feed:
             for value in due:
                 self._send_label(value)
 
-    def _send_label_record(self, pos: int, rec: dict) -> bool:
-        """``--labels``: one record of a label file → the labels topic."""
+    def _label_problem(self, rec: dict) -> tuple[str, str] | None:
         sch = self.spec.schema
-        id_field, y_field = sch.id or "id", sch.label or "y"
-        if rec.get(id_field) is None or y_field not in rec:
-            missing = id_field if rec.get(id_field) is None else y_field
-            return not self._reject(Bad(pos, "missing_field", f"line {pos}: label record without '{missing}'",
-                                        _raw(rec)), rec)
+        for name in (sch.id or "id", sch.label or "y"):
+            if rec.get(name) is None:
+                return "missing_field", f"label record without '{name}'"
+        return None
+
+    def _send_label_record(self, rec: dict) -> None:
+        """``--labels``: one record of a label file (id and label) → the labels topic."""
+        sch = self.spec.schema
         ts = event_time(rec.get(sch.time or "ts"))
         ts = time.time() if ts is None else ts
-        self._send_label({"v": 1, "id": str(rec[id_field]), "y": rec[y_field], "ts": ts, "event_ts": ts})
-        return True
+        self._send_label({"v": 1, "id": str(rec[sch.id or "id"]), "y": rec[sch.label or "y"], "ts": ts,
+                          "event_ts": ts})
 
     def _send_label(self, value: dict) -> None:
         self.producer.send(self.producer.topics[Role.LABELS].name, serde.dumps(value), value["id"].encode(),
@@ -196,8 +203,9 @@ class Feed:
         _metrics.REJECTED.labels(reason=bad.reason).inc()
         if len(s.rejections) < KEEP_REJECTIONS:
             s.rejections.append({"line": bad.line, "reason": bad.reason, "message": bad.message})
-        if self.log is not None:
-            self.log(f"rejected {self._origin} line {bad.line}: {bad.reason}: {bad.message}")
+        if self.log is not None and s.rejected <= LOG_REJECTIONS:
+            more = " (further rejections are counted, not logged)" if s.rejected == LOG_REJECTIONS else ""
+            self.log(f"rejected {self._origin} line {bad.line}: {bad.reason}: {bad.message}{more}")
         if self.on_error == "dlq":
             key = record.get(self.spec.schema.key) if record is not None and self.spec.schema.key else None
             headers = [(Headers.REASON, bad.reason.encode()), (Headers.MESSAGE, bad.message.encode()[:1000]),

@@ -144,7 +144,8 @@ def _river_dataset(src: SourceSpec):
 
 
 def _generator(src: SourceSpec):
-    """A river synthetic stream; ``drift_at: N`` switches to ``drift_to`` params at event N."""
+    """A river synthetic stream; ``drift_at: N`` switches to ``drift_to`` params at event N,
+    abruptly, or over ``drift_width`` events (river's ``ConceptDriftStream``) when it is over 1."""
     from river.datasets import synth
 
     params = dict(src.params)
@@ -158,6 +159,9 @@ def _generator(src: SourceSpec):
     before = cls(**params, **seed_kw)
     if drift_at is None:
         return before
-    after = cls(**{**params, **(drift_to or {})}, **seed_kw)
+    after_seed = {"seed": src.seed + 1} if src.seed is not None else {}
+    after = cls(**{**params, **(drift_to or {})}, **after_seed)
+    if int(width) <= 1:  # abrupt: river's sigmoid overflows for a width of 1 far from the drift
+        return itertools.chain(itertools.islice(before, int(drift_at)), after)
     return synth.ConceptDriftStream(stream=before, drift_stream=after, position=int(drift_at),
                                     width=int(width), seed=src.seed)

@@ -142,3 +142,9 @@ def test_pacer_rate_and_event_time_replay():
 def test_speedup_needs_an_event_time_field(tmp_path):
     with pytest.raises(ValueError, match="schema.time"):
         Feed(spec(), MemoryProducer(spec()), parse_uri("dataset:phishing"), speedup=10)
+
+
+def test_limit_bounds_an_endless_source_even_when_every_record_is_rejected():
+    s = spec()  # SEA's features are not in this schema: every record is rejected
+    summary = Feed(s, MemoryProducer(s), parse_uri("synth:sea?seed=1"), on_error="skip", limit=50).run()
+    assert (summary.sent, summary.rejected, summary.rejected_by_reason) == (0, 50, {"unknown_field": 50})

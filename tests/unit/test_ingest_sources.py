@@ -48,6 +48,13 @@ def test_generators_are_reproducible_from_the_seed(uri):
     assert list(open_source(other, "y")) != a
 
 
+def test_abrupt_drift_far_into_the_stream():
+    src = parse_uri("synth:sea?variant=0&drift_at=5000&drift_to.variant=3&seed=1").model_copy(update={"limit": 6000})
+    assert len(list(open_source(src, "y"))) == 6000
+    gradual = parse_uri("synth:sea?drift_at=3000&drift_width=500&drift_to.variant=2&seed=1")
+    assert len(list(open_source(gradual.model_copy(update={"limit": 4000}), "y"))) == 4000
+
+
 def test_drift_changes_the_concept_at_the_given_event():
     # SEA variant 0 vs 3 use different thresholds: after the drift labels follow the new concept.
     src = parse_uri("synth:sea?variant=0&drift_at=100&drift_to.variant=3&seed=1").model_copy(update={"limit": 400})
