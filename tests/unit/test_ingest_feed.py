@@ -148,3 +148,15 @@ def test_limit_bounds_an_endless_source_even_when_every_record_is_rejected():
     s = spec()  # SEA's features are not in this schema: every record is rejected
     summary = Feed(s, MemoryProducer(s), parse_uri("synth:sea?seed=1"), on_error="skip", limit=50).run()
     assert (summary.sent, summary.rejected, summary.rejected_by_reason) == (0, 50, {"unknown_field": 50})
+
+
+def test_speedup_replays_at_the_event_time_pace(tmp_path):
+    import time
+
+    s = load_spec_text(SPEC.replace("  label: y\n", "  label: y\n  time: t\n").replace("y: bool}", "y: bool, t: float}"))
+    rows = "id,user,x,y,t\n" + "".join(f"e{i},u,1,true,{1000 + i}\n" for i in range(4))  # 3 s of events
+    t0 = time.monotonic()
+    summary, p = run(tmp_path, rows, s=s, speedup=10)
+    took = time.monotonic() - t0
+    assert summary.sent == 4 and 0.3 <= took < 2.0
+    assert [v["ts"] for v in p.values(Role.RAW)] == [1000.0, 1001.0, 1002.0, 1003.0]
