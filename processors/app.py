@@ -86,6 +86,22 @@ def _as_current(event) -> None:
     _current_event.set(weakref.ref(event))
 
 
+def _idempotent_producer() -> None:
+    """Make faust's aiokafka producer idempotent: a retried send (a timeout on a busy box) is then
+    written once. faust only does this inside transactions; a restart is covered by the ledger."""
+    from faust.transport.drivers import aiokafka as driver
+
+    if getattr(driver.Producer, "_driftline_idempotent", False):
+        return
+    base = driver.Producer._settings_extra
+
+    def extra(self):
+        return {**base(self), "acks": "all", "enable_idempotence": True}
+
+    driver.Producer._settings_extra = extra
+    driver.Producer._driftline_idempotent = True
+
+
 def _datadir(app_id: str, datadir: str | None) -> Path:
     if datadir:
         return Path(datadir)
@@ -107,6 +123,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     topics = pipeline_topics(spec, namespace)
     app_id = topics[Role.RAW].name.removesuffix(".raw") + ".processors"
     store = STORES.get(store or os.environ.get("DRIFTLINE_STORE", "rocksdb"), store)
+    _idempotent_producer()
     data = _datadir(app_id, datadir)
     data.mkdir(parents=True, exist_ok=True)
     n = spec.topics.partitions
@@ -293,8 +310,9 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                         raise ValueError("a label is {'v', 'id', 'y', 'ts'}")
                     if not ok:
                         raise ValueError("a pending record lacks 'id' or 'ts'")
-                    clock = joins.get(f"\x00clock:{q}") or {"wm": rec["ts"]}
-                    joins[f"\x00clock:{q}"] = {"wm": max(clock["wm"], rec["ts"])}
+                    if src != labels_name:  # event time comes from the events: labels may run ahead
+                        clock = joins.get(f"\x00clock:{q}") or {"wm": rec["ts"]}
+                        joins[f"\x00clock:{q}"] = {"wm": max(clock["wm"], rec["ts"])}
                     if src == labels_name:
                         actions = joiner.on_label(rec, msg.value, o, joins)
                     else:
@@ -316,7 +334,10 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                         stats["expired_events"] += 1
                     elif a.kind == "dead":
                         stats[a.reason + "s"] = stats.get(a.reason + "s", 0) + 1
-                        if hw[(names[Role.DLQ], q)].get(src, -1) < o:
+                        if src != labels_name:  # a waiting label, dead-lettered when its event came
+                            pending.append(await dead_letter(rec["id"].encode(), a.raw, a.reason, a.message,
+                                                             labels_name, q, a.origin, [(SWEPT, b"1")]))
+                        elif hw[(names[Role.DLQ], q)].get(src, -1) < o:
                             pending.append(await dead_letter(msg.key, msg.value, a.reason, a.message, src, q, o))
             await asyncio.gather(*pending)
             flush(joins, table["joins"], by_partition)

@@ -5,7 +5,8 @@ prediction time, sent by the featurize stage) and *labels* (``{"id","y","ts"}``
 from ingest). Whichever comes first waits in the store; when the other comes,
 one example is emitted. Entries expire in event time (the partition's newest
 ``ts``) after ``ttl`` seconds: an event without its label is counted as
-expired; a label without its event is dead-lettered as ``unknown_label``.
+expired; a label without its event is dead-lettered as ``unknown_label``. The clock is the
+newest event time of the pending side only, so labels that run ahead of the events wait for them.
 
 >>> j, store = LabelJoin(ttl=100.0), {}
 >>> j.on_pending({"id": "e1", "key": "k", "ts": 1.0, "x": {"a": 1.0}}, 0, store)
@@ -60,6 +61,11 @@ class LabelJoin:
         if entry is None:
             store[eid] = {"st": "wait_label", "rec": rec, "pen": offset, "ts": rec["ts"]}
             return []
+        if entry["st"] == "wait_event" and entry["label"]["ts"] - rec["ts"] > self.ttl:
+            store[eid] = {"st": "expired", "ts": rec["ts"], "pen": offset, "lab": entry["lab"]}
+            return [Action("expired"), Action("dead", reason="expired_label", raw=entry["raw"].encode(),
+                                              origin=entry["lab"], message=f"the label came over the "
+                                              f"{self.ttl:g}s TTL after its event")]
         if entry["st"] == "wait_event":
             label = entry["label"]
             store[eid] = {"st": "done", "ts": rec["ts"], "pen": offset, "lab": entry["lab"]}
