@@ -16,6 +16,7 @@ help:
 	@echo "make demo   - start Kafka and the pipeline, feed a stream, show live progress (Ctrl-C stops)"
 	@echo "make unit   - only the fast unit tests and doctests (no broker)"
 	@echo "make bench  - benchmarks, written to bench/results/latest.json"
+	@echo "make chaos  - the chaos suite at full size: broker loss, kill -9, Kafka outage, memory soak"
 	@echo "make clean  - remove the venv and local state"
 
 # Java 17+ and Maven run and fetch the local broker; Prometheus (with promtool) checks the alert
@@ -62,8 +63,26 @@ kcat:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; fi; }
 
-bench: install kcat
+# The bench extra (pyinstrument), and the Quix Streams peer in a venv of its own
+# (bench/requirements-quix.txt says why).
+QUIX_VENV := .driftline/quix-venv
+$(QUIX_VENV)/.stamp: bench/requirements-quix.txt
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install -q -r bench/requirements-quix.txt
+	touch $@
+
+bench: install kcat $(QUIX_VENV)/.stamp
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The chaos suite at full size (`make test` runs it bounded): its own brokers where it kills
+# them, a test broker for the rest, stopped on every exit path.
+chaos: install
+	@rm -rf $(TEST_KAFKA_DIR); \
+	trap '$(DL) kafka stop --data-dir $(TEST_KAFKA_DIR) >/dev/null' EXIT; \
+	$(DL) kafka start --data-dir $(TEST_KAFKA_DIR) --port $(TEST_PORT) || exit 1; \
+	DRIFTLINE_CHAOS_FULL=1 DRIFTLINE_CHAOS_EVENTS=200000 DRIFTLINE_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_PORT) \
+	  $(PY) -m pytest -q -rsx -m chaos --timeout 3600 tests/chaos $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .driftline *.egg-info

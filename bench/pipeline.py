@@ -1,0 +1,353 @@
+"""bench/pipeline: the whole pipeline against the peers users would pick instead, side by side.
+
+The reference pipeline is ``examples/bench.yaml``: a synthetic 10-feature stream over 20,000
+keys (``bench._stream``), per-key window features, ``StandardScaler | LogisticRegression`` and a
+Hoeffding tree, inline labels. Variants, each from the same pre-filled raw topic to its own
+predictions topic:
+
+* **ceiling**: the same clean, featurize, predict and learn code in-process over pre-decoded
+  records (``Cleaner.clean_envelope``, ``Featurizer.features``, ``LearnerCore.on_event``);
+* **naive**: one kafka-python loop (``bench._naive``): json.loads, features in dicts, predict,
+  learn, produce each event's predictions;
+* **quix**: the same in Quix Streams 3.28.1 (``bench._quix``), feature state in its state store;
+* **driftline**: ``driftline process`` worker(s) and ``driftline learn`` as they ship.
+
+Throughput is events over the span between the first and the last prediction's broker append
+time (the predictions topics use ``LogAppendTime``), so start-up and group joins are excluded.
+Latency is measured at a steady feed of half driftline's throughput: each event's time is the
+wall clock when it is sent, and its latency runs to the broker's append of its prediction.
+
+Scaling: a 6-partition raw topic, one worker and one learner against two workers and two learner
+shards (``--shard 0/2``, ``1/2``).
+
+Run: ``python -m bench.pipeline [--events N] [--latency-seconds S]`` → ``bench/results/pipeline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import yaml
+from kafka import KafkaConsumer, KafkaProducer
+
+from bench._common import broker, percentile, write_result
+from bench._proc import Proc
+from bench._stream import weights, envelope, envelopes
+from contracts.settings import KafkaSettings
+from contracts.spec import load_spec_text
+from contracts.topics import Role, pipeline_topics
+from driftline import kafkautil
+from models import LearnerCore
+from processors.clean import Cleaner
+from processors.features import Featurizer
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = REPO / "examples" / "bench.yaml"
+QUIX_PYTHON = REPO / ".driftline" / "quix-venv" / "bin" / "python"
+KEY = "bench-pipeline-key-0123456789abcdef"
+APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+GOALS = {"vs_naive": 2.0, "vs_quix": 1.0, "p99_ms_at_half_load": 50.0}
+
+
+def spec_text(partitions: int) -> str:
+    data = yaml.safe_load(SPEC.read_text())
+    data["topics"] = {"partitions": partitions}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+# ---------------------------------------------------------------- ceiling
+
+
+def ceiling(spec, n: int, keys: int) -> float:
+    """Clean, featurize, predict and learn in-process over pre-decoded envelopes: no Kafka."""
+    envs = [orjson.loads(v) for _, v in envelopes(n, keys)]
+    cleaner, featurizer, core, states = Cleaner(spec), Featurizer(spec), LearnerCore(spec), {}
+    t0 = time.perf_counter()
+    for env in envs:
+        c = cleaner.clean_envelope(env)
+        x, states[c.key] = featurizer.features(c.x, c.ts, states.get(c.key))
+        core.on_event({"id": c.id, "ts": c.ts, "x": x, "y": c.y})
+    return n / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- topics and watching
+
+
+class Run:
+    """One variant's topics: a fresh namespace, the raw topic and a LogAppendTime predictions topic."""
+
+    def __init__(self, settings: KafkaSettings, partitions: int):
+        self.settings = settings
+        self.namespace = f"bench-{uuid.uuid4().hex[:8]}"
+        self.text = spec_text(partitions)
+        self.spec = load_spec_text(self.text)
+        self.topics = pipeline_topics(self.spec, self.namespace)
+        pred = dataclasses.replace(self.topics[Role.PREDICTIONS], configs=APPEND_TIME)
+        peers = [dataclasses.replace(pred, name=f"{pred.name}-{peer}") for peer in ("naive", "quix")]
+        kafkautil.create_topics(settings, [pred, *peers])
+        kafkautil.create_topics(settings, list(self.topics.values()))
+        self.raw = self.topics[Role.RAW].name
+
+    def predictions(self, variant: str) -> str:
+        name = self.topics[Role.PREDICTIONS].name
+        return name if variant == "driftline" else f"{name}-{variant}"
+
+    def delete(self) -> None:
+        try:
+            admin_names = [t.name for t in self.topics.values()]
+            admin_names += [self.predictions(v) for v in ("naive", "quix")]
+            kafkautil.delete_topics(self.settings, admin_names)
+        except Exception:  # noqa: BLE001 - clean-up is best effort
+            pass
+
+
+def prefill(settings: KafkaSettings, topic: str, n: int, keys: int) -> None:
+    p = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=20, batch_size=1 << 20)
+    for key, value in envelopes(n, keys):
+        p.send(topic, key=key, value=value)
+    p.flush()
+    p.close()
+
+
+class Watch(threading.Thread):
+    """Reads a predictions topic as it fills: events predicted (by the first model), the broker
+    append times of the first and last, and each event's latency (append time - event time)."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, since_ts: float = 0.0):
+        super().__init__(daemon=True)
+        self.consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
+                                      fetch_max_bytes=32 << 20)
+        tps = kafkautil.wait_for_partitions(self.consumer, topic)
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        self.since_ts = since_ts
+        self.n = self.n_first = 0
+        self.first = self.last = None
+        self.latencies_ms: list[float] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            for records in self.consumer.poll(timeout_ms=200, max_records=20_000).values():
+                for r in records:
+                    v = orjson.loads(r.value)
+                    items = v["batch"] if "batch" in v else [v]
+                    seen = 0
+                    for p in items:
+                        if p.get("model", "lr") != "lr":
+                            continue
+                        seen += 1
+                        if p["ts"] >= self.since_ts > 0:
+                            self.latencies_ms.append(r.timestamp - p["ts"] * 1000.0)
+                    if seen:
+                        if self.first is None:
+                            self.first, self.n_first = r.timestamp, seen
+                        self.first = min(self.first, r.timestamp)
+                        self.last = r.timestamp if self.last is None else max(self.last, r.timestamp)
+                        self.n += seen
+        self.consumer.close()
+
+    def wait(self, n: int, procs, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while self.n < n:
+            dead = [p for p in procs if not p.alive()]
+            if dead:
+                raise RuntimeError(f"{what}: {dead[0]} exited early:\n{dead[0].tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: {self.n} of {n} events predicted within {timeout:.0f}s")
+            time.sleep(0.1)
+
+    def rate(self) -> float:
+        return (self.n - self.n_first) / max(1e-9, (self.last - self.first) / 1000.0)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.join(10)
+
+
+# ---------------------------------------------------------------- services
+
+
+def _driftline(args: list[str], name: str, profile_dir: Path | None) -> list[str]:
+    """The command of a driftline service; under pyinstrument when profiling."""
+    if profile_dir is None:
+        return [sys.executable, "-m", "driftline", *args]
+    out = profile_dir / f"{name}-{uuid.uuid4().hex[:4]}.txt"
+    return [sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(out), "-m", "driftline", *args]
+
+
+def start_driftline(run: Run, bootstrap: str, home: Path, workers: int = 1, shards: int = 1,
+                    profile_dir: Path | None = None) -> list:
+    spec_path = home / f"{run.namespace}.yaml"
+    spec_path.write_text(run.text)
+    env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=bootstrap, DRIFTLINE_NAMESPACE=run.namespace,
+               DRIFTLINE_HOME=str(home), DRIFTLINE_SNAPSHOT_KEY=KEY, DRIFTLINE_METRICS_PORT="0")
+    procs = [Proc("driftline process", _driftline(["process", str(spec_path)], "process", profile_dir), env,
+                  home / f"worker-{i}.log") for i in range(workers)]
+    for i in range(shards):
+        args = ["learn", str(spec_path)] + (["--shard", f"{i}/{shards}"] if shards > 1 else [])
+        procs.append(Proc("driftline learn", _driftline(args, "learn", profile_dir), env, home / f"learner-{i}.log"))
+    return procs
+
+
+def start_peer(variant: str, run: Run, bootstrap: str, home: Path) -> list:
+    args = ["--bootstrap", bootstrap, "--topic", run.raw, "--out", run.predictions(variant),
+            "--group", f"{run.namespace}-{variant}"]
+    if variant == "naive":
+        return [Proc("naive", [sys.executable, "-m", "bench._naive", *args], dict(os.environ), home / "naive.log")]
+    if not QUIX_PYTHON.exists():
+        raise RuntimeError(f"no Quix Streams virtualenv at {QUIX_PYTHON}: run `make bench` (it makes one)")
+    state = home / "quix-state"
+    return [Proc("quix", [str(QUIX_PYTHON), str(REPO / "bench" / "_quix.py"), *args, "--state-dir", str(state)],
+                 dict(os.environ), home / "quix.log")]
+
+
+def start(variant: str, run: Run, bootstrap: str, home: Path, **kw) -> list:
+    if variant == "driftline":
+        return start_driftline(run, bootstrap, home, **kw)
+    return start_peer(variant, run, bootstrap, home)
+
+
+def stop_all(procs) -> None:
+    for p in procs:
+        try:
+            p.stop()
+        except Exception:  # noqa: BLE001 - stop the others regardless
+            pass
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def throughput(variant: str, settings, bootstrap: str, n: int, keys: int, partitions: int = 2,
+               timeout: float = 900.0, **kw) -> dict:
+    """Events/s from a pre-filled raw topic to the predictions topic."""
+    run = Run(settings, partitions)
+    prefill(settings, run.raw, n, keys)
+    watch = Watch(settings, run.predictions(variant))
+    watch.start()
+    with tempfile.TemporaryDirectory(prefix="dl-proof-bench-") as d:
+        procs = start(variant, run, bootstrap, Path(d), **kw)
+        try:
+            watch.wait(n, procs, timeout, variant)
+        finally:
+            stop_all(procs)
+            watch.close()
+            run.delete()
+    return {"events": n, "events_per_s": round(watch.rate()),
+            "seconds": round((watch.last - watch.first) / 1000.0, 2)}
+
+
+def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float, keys: int) -> dict:
+    """p50/p99 of event time → prediction appended, at a steady ``rate`` of events per second."""
+    run = Run(settings, 2)
+    producer = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=1)
+    rng, w = random.Random(5), weights()
+    warm = 200
+    for i in range(warm):  # until every service answers: start-up and group joins are not measured
+        key = f"k{rng.randrange(keys)}"
+        producer.send(run.raw, key=key.encode(), value=envelope(i, key, time.time(), rng, w))
+    producer.flush()
+    watch = Watch(settings, run.predictions(variant))
+    watch.start()
+    with tempfile.TemporaryDirectory(prefix="dl-proof-bench-") as d:
+        procs = start(variant, run, bootstrap, Path(d))
+        try:
+            watch.wait(warm, procs, 300, f"{variant} warm-up")
+            total = int(rate * seconds)
+            t0 = time.time()
+            watch.since_ts = t0
+            for j in range(total):
+                ahead = t0 + j / rate - time.time()
+                if ahead > 0:
+                    time.sleep(ahead)
+                key = f"k{rng.randrange(keys)}"
+                producer.send(run.raw, key=key.encode(), value=envelope(warm + j, key, time.time(), rng, w))
+            producer.flush()
+            sent_s = time.time() - t0
+            watch.wait(warm + total, procs, 120 + seconds, f"{variant} latency run")
+        finally:
+            stop_all(procs)
+            producer.close()
+            watch.close()
+            run.delete()
+    lat = watch.latencies_ms
+    return {"rate": round(rate), "events": len(lat), "feed_seconds": round(sent_s, 2),
+            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat) if lat else None}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=12_000)
+    ap.add_argument("--keys", type=int, default=20_000)
+    ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--variants", default="naive,quix,driftline")
+    ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--profile", metavar="DIR", help="also profile driftline's services with pyinstrument into DIR")
+    args = ap.parse_args(argv)
+    variants = args.variants.split(",")
+    if "quix" in variants and not QUIX_PYTHON.exists():
+        print(f"skipping quix: no {QUIX_PYTHON} (make bench creates it)", flush=True)
+        variants.remove("quix")
+    spec = load_spec_text(spec_text(2))
+    out: dict = {"spec": "examples/bench.yaml", "events": args.events, "keys": args.keys, "throughput": {},
+                 "latency": {}, "goals": GOALS, "load_avg_1m_start": round(os.getloadavg()[0], 2)}
+    c = ceiling(spec, min(args.events, 50_000), args.keys)
+    out["throughput"]["ceiling"] = {"events": min(args.events, 50_000), "events_per_s": round(c)}
+    print(f"{'ceiling':10} {c:9.0f} ev/s", flush=True)
+    with broker() as bootstrap:
+        settings = KafkaSettings.from_env({"DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap})
+        for v in variants:
+            r = throughput(v, settings, bootstrap, args.events, args.keys)
+            out["throughput"][v] = r
+            print(f"{v:10} {r['events_per_s']:9.0f} ev/s  ({r['events']} events in {r['seconds']} s)", flush=True)
+        base = out["throughput"].get("driftline", {}).get("events_per_s") or max(
+            r["events_per_s"] for k, r in out["throughput"].items() if k != "ceiling")
+        for v in variants:
+            r = latency(v, settings, bootstrap, base / 2, args.latency_seconds, args.keys)
+            out["latency"][v] = r
+            print(f"{v:10} at {r['rate']} ev/s: p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms  "
+                  f"max {r['max_ms']:.0f} ms", flush=True)
+        if args.profile:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+            r = throughput("driftline", settings, bootstrap, args.events, args.keys, profile_dir=Path(args.profile))
+            out["profiled_driftline"] = {**r, "reports": args.profile}
+        if not args.no_scaling:
+            try:
+                one = throughput("driftline", settings, bootstrap, args.events, args.keys, partitions=6, timeout=300)
+                two = throughput("driftline", settings, bootstrap, args.events, args.keys, partitions=6,
+                                 workers=2, shards=2, timeout=300)
+                out["scaling"] = {"partitions": 6, "one_worker_one_learner": one, "two_workers_two_shards": two,
+                                  "speedup": round(two["events_per_s"] / one["events_per_s"], 2),
+                                  "cores": os.cpu_count(),
+                                  "note": "broker, workers, learners and the watcher share these cores"}
+                print(f"scaling   1+1 {one['events_per_s']} ev/s   2+2 {two['events_per_s']} ev/s   "
+                      f"speed-up {out['scaling']['speedup']}", flush=True)
+            except (RuntimeError, TimeoutError) as exc:
+                out["scaling"] = {"partitions": 6, "error": str(exc)[:2000]}
+                print(f"scaling failed: {exc}", flush=True)
+    d = out["throughput"].get("driftline", {}).get("events_per_s")
+    if d:
+        out["ratios"] = {f"driftline_vs_{k}": round(d / r["events_per_s"], 3)
+                         for k, r in out["throughput"].items() if k != "driftline"}
+        p99 = out["latency"].get("driftline", {}).get("p99_ms")
+        out["goals_met"] = {"vs_naive": out["ratios"].get("driftline_vs_naive", 0) >= GOALS["vs_naive"],
+                            "vs_quix": out["ratios"].get("driftline_vs_quix", 0) >= GOALS["vs_quix"],
+                            "p99_ms_at_half_load": p99 is not None and p99 < GOALS["p99_ms_at_half_load"]}
+    out["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    print("wrote", write_result("pipeline", out), flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
