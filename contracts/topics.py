@@ -102,6 +102,8 @@ def pipeline_topics(spec: Spec, namespace: str | None = None) -> dict[Role, Topi
         configs = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"} if compacted else {}
         if role is Role.MODELS:
             configs["max.message.bytes"] = str(200 * 1024 * 1024)
+        if role in (Role.RAW, Role.DLQ):  # an oversized record must reach the DLQ whole, not vanish
+            configs["max.message.bytes"] = str(16 * 1024 * 1024)
         n = 1 if role in (Role.MODELS, Role.EVENTS) else parts
         out[role] = TopicContract(role, f"{prefix}.{role.value}", n, rf, KEYS[role], SCHEMA_VERSIONS[role],
                                   compacted, configs)

@@ -58,6 +58,7 @@ log = logging.getLogger("driftline.processors")
 BATCH = 1000
 BATCH_WITHIN_S = 0.01
 STORES = {"rocksdb": "rocksdb://", "memory": "memory://"}
+DLQ_MAX_BYTES = 16 * 1024 * 1024
 
 
 def dead_letter_headers(reason: str, message: str, topic: str, partition: int, offset: int) -> list:
@@ -141,6 +142,8 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
         producer_acks=-1,
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,
+        # A rejected record is dead-lettered whole, however large it was (the DLQ topic takes 16 MiB).
+        producer_max_request_size=DLQ_MAX_BYTES + 64 * 1024,
         stream_buffer_maxsize=8192,
         broker_commit_every=10_000,
         broker_commit_interval=1.0,

@@ -313,7 +313,7 @@ def test_poison_records_are_all_dead_lettered_with_reason_and_origin_and_the_wor
         consumer.close()
 
         def committed():
-            offs = admin.list_consumer_group_offsets(group)
+            offs = admin.list_group_offsets({group: None}).get(group, {})
             return {tp.partition: m.offset for tp, m in offs.items() if tp.topic == raw_name}
 
         wait_until(lambda: committed() == {p: e for p, e in ends.items() if e}, 30, what="offsets committed")
