@@ -116,8 +116,18 @@ def cmd_process(args) -> int:
     return 0
 
 
+def _log_to_stderr() -> None:
+    """driftline's own lines at INFO, the Kafka clients' at WARNING, with times."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("driftline").setLevel(logging.INFO)
+
+
 def cmd_learn(args) -> int:
     import signal
+
+    _log_to_stderr()
 
     from driftline.learner import LearnerService
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from contracts import serde
 from contracts.settings import KafkaSettings
@@ -109,6 +110,9 @@ class LearnerService:
         self.version = 0
         self._position(from_beginning, from_timestamp, only_models)
         self.buffers: dict[TopicPartition, deque] = {tp: deque() for tp in self.partitions}
+        # The next offset to fetch per partition, kept locally: the checkpoint's cut and the drain
+        # test must not ask the broker (kafka-python's position() does, and fails in an outage).
+        self.next_offsets: dict[TopicPartition, int] = {tp: self.consumer.position(tp) for tp in self.partitions}
         self._since_checkpoint = 0
         self._last_checkpoint_t = time.monotonic()
         self._pred_batch = spec.predictions_batch
@@ -207,7 +211,7 @@ class LearnerService:
         for tp, buf in self.buffers.items():
             if buf:
                 continue
-            pos = self.consumer.position(tp)
+            pos = self.next_offsets[tp]
             end = targets[tp] if targets is not None else self.consumer.highwater(tp)
             if end is None or pos < end:
                 return False
@@ -245,6 +249,8 @@ class LearnerService:
         for tp, records in batches.items():
             kind = self.kinds[tp.topic]
             buf = self.buffers[tp]
+            if records:
+                self.next_offsets[tp] = records[-1].offset + 1
             for r in records:
                 self.stats.consumed += 1
                 try:
@@ -263,13 +269,13 @@ class LearnerService:
         if any(self.buffers.values()):
             return  # the cut must sit between records: only checkpoint with empty merge buffers
         self._flush_predictions()
-        self.producer.flush()                                                   # step 1
+        self._flush_outputs()                                                   # step 1
         if self.send_failures:
             # Never move the cut past outputs the broker did not take: stop, and a restart redoes them.
             raise RuntimeError(f"{len(self.send_failures)} output record(s) were not acknowledged "
                                f"({self.send_failures[0]!r}); stopping before the checkpoint so that a "
                                "restart resumes from the last good one")
-        offsets = {f"{tp.topic}:{tp.partition}": self.consumer.position(tp) for tp in self.partitions}  # step 2
+        offsets = {f"{tp.topic}:{tp.partition}": self.next_offsets[tp] for tp in self.partitions}  # step 2
         self.version += 1
         now = time.time()
         counts = {"learned": self.stats.learned, "predicted": self.stats.predicted,
@@ -308,14 +314,33 @@ class LearnerService:
         if block:
             self.producer.flush()
 
+    def _flush_outputs(self) -> None:
+        """Wait until the broker has every output, saying so while it is unreachable."""
+        waited = 0.0
+        while True:
+            try:
+                self.producer.flush(timeout=5.0)
+                break
+            except KafkaTimeoutError:
+                waited += 5.0
+                log.warning("waiting %.0fs for Kafka to acknowledge the learner's outputs (broker unreachable?)",
+                            waited)
+        if waited:
+            log.warning("Kafka is back: outputs acknowledged after %.0fs", waited)
+
     def _maybe_checkpoint(self) -> None:
         snap = self.spec.snapshots
         due = (self._since_checkpoint >= snap.every_events
                or (self._since_checkpoint and time.monotonic() - self._last_checkpoint_t >= snap.every_seconds))
-        if due and self.checkpointer.pending is None:
-            self.checkpoint()
-        else:
-            self._finish_checkpoint(block=False)
+        try:
+            if due and self.checkpointer.pending is None:
+                self.checkpoint()
+            else:
+                self._finish_checkpoint(block=False)
+        except KafkaError as exc:
+            # The broker is away: keep learning, try again after the snapshot interval.
+            log.warning("checkpoint postponed, Kafka is unreachable (%s); retrying in %.0fs", exc, snap.every_seconds)
+            self._last_checkpoint_t = time.monotonic()
 
     # ---------------------------------------------------------------- the loop
 
@@ -329,7 +354,7 @@ class LearnerService:
         last = time.monotonic()
         try:
             while not self.stopping.is_set():
-                if targets is not None and all(self.consumer.position(tp) >= off and not self.buffers[tp]
+                if targets is not None and all(self.next_offsets[tp] >= off and not self.buffers[tp]
                                                for tp, off in targets.items()):
                     break
                 self._fill(self.consumer.poll(timeout_ms=100))
