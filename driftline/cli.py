@@ -174,6 +174,7 @@ def cmd_learn(args) -> int:
 def cmd_ingest(args) -> int:
     from ingest.command import run_ingest
 
+    _log_to_stderr()  # a broker outage shows up as the Kafka client's connection warnings
     return run_ingest(_spec(args.spec), args)
 
 

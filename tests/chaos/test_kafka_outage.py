@@ -24,12 +24,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 OUTAGE_WORDS = re.compile(r"(?i)connect|unavailable|disconnect|broker|timed? ?out|retry|retrying|node")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug (driftline/learner.py, learner owner): when a time-based checkpoint falls in the outage, "
-    "LearnerService.checkpoint() calls consumer.position(tp), which in kafka-python 3 validates the position "
-    "with the broker and raises KafkaConnectionError (ECONNREFUSED): the learner exits. Also the learner and "
-    "ingest log nothing about the outage. Fix: take the cut from the offsets of the records consumed (no "
-    "broker round-trip), and catch KafkaError in _maybe_checkpoint to log a warning and retry after back-off."))
 def test_a_kafka_outage_is_ridden_out_without_restarts_and_nothing_is_lost(own_kafka, make_pipeline, spec_for,
                                                                            full, tmp_path):
     n, rate, outage = (30_000, 500, 30.0) if full else (3_000, 150, 10.0)
