@@ -33,7 +33,7 @@ from contracts.spec import Spec
 from contracts.topics import Role, pipeline_topics
 from driftline import kafkautil, localkafka
 from driftline.learner import LearnerService
-from ingest import EventProducer, open_source, source_id
+from ingest import EventProducer
 
 __all__ = ["run_pipeline"]
 
@@ -150,20 +150,19 @@ def run_pipeline(spec: Spec, spec_path: str, until_drained: bool, summary_json: 
 
 
 def _ingest(spec: Spec, settings: KafkaSettings, namespace: str, rate=None, loop=False, stop=None) -> int:
+    """Feed the spec's source through ingest's own feed (envelopes, delayed labels, bad input)."""
+    from ingest.feed import Feed
+
     if spec.source is None:
         raise SystemExit("driftline: the spec has no 'source'; feed events with `driftline ingest` instead")
     producer = EventProducer(spec, settings, namespace)
-    stem = source_id(spec.source)
-    n = 0
     try:
-        while True:
-            n += producer.send_records(open_source(spec.source, spec.schema.label), stem, start=n, rate=rate)
-            if not loop or (stop is not None and stop.is_set()):
-                break
-        producer.flush()
+        summary = Feed(spec, producer, spec.source, rate=rate, loop=loop, stop=stop).run()
     finally:
         producer.close()
-    return producer.acked
+    if summary.stopped or summary.failed:
+        raise SystemExit(f"driftline: ingest stopped: {summary.line()} {summary.stopped or ''}")
+    return summary.acknowledged
 
 
 def _finite(spec, settings, namespace, topics, worker, timeout_s) -> dict:
@@ -182,6 +181,15 @@ def _finite(spec, settings, namespace, topics, worker, timeout_s) -> dict:
             raise SystemExit(f"driftline: processors handled {features + dlq} of {ingested} events "
                              f"within {timeout_s:.0f}s")
         time.sleep(0.2)
+    if spec.labels.mode == "delayed":
+        # Every clean event's label is joined (or counted as expired) before the learner drains.
+        while _count(settings, [topics[Role.EXAMPLES].name]) < features:
+            if worker.poll() is not None:
+                raise _worker_died(worker)
+            if time.monotonic() > deadline:
+                _say("not every label joined in time; learning what has arrived")
+                break
+            time.sleep(0.2)
     learner = LearnerService(spec, settings, namespace)
     learner.run(until_drained=True)
     s = learner.summary()

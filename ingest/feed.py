@@ -101,6 +101,7 @@ class Feed:
         self.labels = DelayedLabels(spec.labels.delay_events, spec.labels.delay_seconds) if self.delayed else None
         self.summary = Summary(topic=producer.topics[Role.LABELS if labels_file else Role.RAW].name)
         self._reasons: Counter = Counter()
+        self._last_ts = float("-inf")
         self._origin = f"file:{source.path.rsplit('/', 1)[-1]}" if source.kind == "file" else source_id(source)
 
     # ------------------------------------------------------------ the run
@@ -164,6 +165,11 @@ class Feed:
     def _send_event(self, rec: dict, pos: int, stem: str, n: int) -> None:
         y = rec.pop(self.spec.schema.label, None) if self.delayed else None
         key, env = envelope(self.spec, rec, pos, stem)
+        if not self.spec.schema.time:
+            # Ingest-time stamps are strictly increasing, so "labels first at equal time" in the
+            # learner's merge can never put a label before an event that came earlier.
+            env["ts"] = max(env["ts"], self._last_ts + 1e-6)
+        self._last_ts = max(self._last_ts, env["ts"])
         if self.pacer.active:
             wait = self.pacer.delay(n, env["ts"])
             if wait > 0 and self.stop.wait(wait):
@@ -232,7 +238,9 @@ class Feed:
         s = self.summary
         try:
             if self.labels is not None and s.stopped is None:
-                for value in self.labels.drain():
+                # The labels still held are revealed after the last event, as river does at the end.
+                end = self._last_ts + 1e-6 if self._last_ts != float("-inf") else None
+                for value in self.labels.drain(end):
                     self._send_label(value)
             self.producer.flush(check=False)
         except Exception as exc:  # noqa: BLE001

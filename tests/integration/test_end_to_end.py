@@ -84,3 +84,37 @@ def test_phishing_through_kafka_reproduces_rivers_published_result_exactly(kafka
         from driftline import kafkautil
 
         kafkautil.delete_topics(settings, [t.name for t in pipeline_topics(spec, ns).values()])
+
+
+def test_phishing_with_labels_delayed_by_100_events_matches_rivers_delayed_evaluation(kafka, settings, tmp_path):
+    """Ingest holds each label back 100 events, the processors join it to the features used for the
+    prediction, and the learner learns when it arrives: river's progressive_val_score(delay=100)."""
+    import yaml
+    from river import datasets, evaluate, metrics
+
+    doc = yaml.safe_load(SPEC.read_text())
+    doc["labels"] = {"mode": "delayed", "delay_events": 100}
+    path = tmp_path / "phishing-delayed.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    spec = load_spec(path)
+    summary_path = tmp_path / "summary.json"
+    env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=kafka, DRIFTLINE_HOME=str(tmp_path / "home"))
+    proc = subprocess.run([sys.executable, "-m", "driftline", "run", str(path), "--until-drained",
+                           "--summary-json", str(summary_path), "--keep-topics"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    try:
+        assert summary["events"]["ingested"] == 1250
+        assert summary["events"]["learned"] == 1250
+        expected = {}
+        for name in spec.metrics:
+            metric = getattr(metrics, name)()
+            evaluate.progressive_val_score(datasets.Phishing(), build_estimator(spec.models["lr"]), metric,
+                                           delay=100)
+            expected[name] = metric.get()
+        assert summary["models"]["lr"] == expected  # exact, not approximate
+    finally:
+        from driftline import kafkautil
+
+        kafkautil.delete_topics(settings, [t.name for t in pipeline_topics(spec, summary["namespace"]).values()])
