@@ -80,6 +80,32 @@ def ratios(results: dict) -> dict:
     return out
 
 
+def markdown(latest: dict, rows: list) -> str:
+    """The table for the README, headed by the date and the machine.
+
+    >>> print(markdown({"date": "D", "machine": {"cores": 2, "cpu": "C", "python": "3.11", "load_avg_1m": 1.0},
+    ...                 "benchmarks": {}}, [("x", "a_per_s", 1234), ("x", "p99_ms", 1.5)]))
+    Measured D on 2 cores (C), Python 3.11, 1-minute load average 1.0 at the start.
+    <BLANKLINE>
+    | benchmark | figure | value |
+    |---|---|---:|
+    | x | a_per_s | 1,234 |
+    | x | p99_ms | 1.5 |
+    <BLANKLINE>
+    """
+    m = latest["machine"]
+    lines = [f"Measured {latest['date']} on {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
+             f"1-minute load average {m.get('load_avg_1m')} at the start.", "",
+             "| benchmark | figure | value |", "|---|---|---:|"]
+    for name, fig, value in rows:
+        v = f"{value:,}" if isinstance(value, int) else (f"{value:,.4g}" if isinstance(value, float) else value)
+        lines.append(f"| {name} | {fig} | {v} |")
+    for name, data in latest["benchmarks"].items():
+        if "error" in data:
+            lines.append(f"| {name} | FAILED | {data['error']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated benchmarks (default: every one present)")
@@ -107,7 +133,8 @@ def main(argv=None) -> dict:
             print(f"{name:{w0}}  FAILED: {data['error']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2, default=str))
-    print(f"wrote {RESULTS / 'latest.json'}")
+    (RESULTS / "latest.md").write_text(markdown(latest, rows))
+    print(f"wrote {RESULTS / 'latest.json'} and latest.md (the README's table)")
     return latest
 
 

@@ -47,6 +47,7 @@ from contracts.settings import KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import Headers, Role, TopicContract, pipeline_topics
 from processors import _metrics
+from processors._continuity import Continuity
 from processors._ledger import SWEPT, Ledger
 from processors.join import LabelJoin
 from processors.stage import Outcome, Overlay, Stage, State
@@ -169,6 +170,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     stage = Stage(spec)
     joiner = LabelJoin(spec.labels.ttl_seconds)
     ledger = Ledger(settings)
+    continuity, join_continuity = Continuity(settings, app_id), Continuity(settings, app_id)  # one per agent
     stats = {"in": 0, "clean": 0, "dlq": 0, "late": 0, "examples": 0, "expired_events": 0,
              "unknown_labels": 0, "expired_labels": 0, "duplicate_labels": 0, "suppressed": 0}
     app.driftline_stats = stats  # type: ignore[attr-defined]
@@ -178,10 +180,14 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     @app.on_partitions_revoked.connect
     async def _revoked(app_, revoked, **kwargs) -> None:
         ledger.forget()
+        continuity.forget()
+        join_continuity.forget()
 
     @app.on_partitions_assigned.connect
     async def _assigned(app_, assigned, **kwargs) -> None:
         ledger.forget()
+        continuity.forget()
+        join_continuity.forget()
 
     def flush(overlay: Overlay, t, by_partition: dict) -> None:
         def put(k, v, p):
@@ -209,10 +215,10 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             roles = (Role.CLEAN, Role.FEATURES, Role.DLQ, Role.EXAMPLES)
             hw = await ledger.snapshot([(names[r], p) for r in roles for p in parts])
             state = State(Overlay(table["seen"]), Overlay(table["keys"]), Overlay(table["clocks"]))
-            by_partition, pending = {}, []
-            for event in events:
-                msg = event.message
+            by_partition, pending, last = {}, [], {}
+            for msg, event in await continuity.plan(events):
                 p, o, src = msg.partition, msg.offset, msg.topic
+                last[p] = o
                 by_partition[p] = event
                 _as_current(event)
                 for ov in (state.seen, state.keys, state.clocks):
@@ -268,9 +274,9 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             flush(state.seen, table["seen"], by_partition)
             flush(state.keys, table["keys"], by_partition)
             flush(state.clocks, table["clocks"], by_partition)
+            continuity.acknowledge(app.consumer)
             for p, event in by_partition.items():
-                last = max(e.message.offset for e in events if e.message.partition == p)
-                ledger.advance([names[r] for r in roles], p, event.message.topic, last)
+                ledger.advance([names[r] for r in roles], p, event.message.topic, last[p])
             await sweep_stage(by_partition)
             _metrics.observe_batch(app, events, started)
 
@@ -299,10 +305,10 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             parts = {e.message.partition for e in events}
             hw = await ledger.snapshot([(names[r], q) for r in (Role.EXAMPLES, Role.DLQ) for q in parts])
             joins = Overlay(table["joins"])
-            by_partition, pending = {}, []
-            for event in events:
-                msg = event.message
+            by_partition, pending, handled = {}, [], []
+            for msg, event in await join_continuity.plan(events):
                 q, o, src = msg.partition, msg.offset, msg.topic
+                handled.append(msg)
                 by_partition[q] = event
                 _as_current(event)
                 joins.partition = q
@@ -344,9 +350,9 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                             pending.append(await dead_letter(msg.key, msg.value, a.reason, a.message, src, q, o))
             await asyncio.gather(*pending)
             flush(joins, table["joins"], by_partition)
-            for e in events:
-                ledger.advance([names[Role.EXAMPLES], names[Role.DLQ]], e.message.partition, e.message.topic,
-                               e.message.offset)
+            join_continuity.acknowledge(app.consumer)
+            for m in handled:
+                ledger.advance([names[Role.EXAMPLES], names[Role.DLQ]], m.partition, m.topic, m.offset)
             await sweep_joins(by_partition, labels_name)
 
     async def sweep_joins(by_partition: dict, labels_name: str) -> None:
@@ -381,6 +387,8 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
 
     @app.timer(10.0)
     async def report() -> None:
+        stats["refilled"] = continuity.refilled + join_continuity.refilled
+        stats["redelivered"] = continuity.skipped + join_continuity.skipped
         log.info("processors: %s", stats)
         path = os.environ.get("DRIFTLINE_PROCESSOR_STATS")
         if path:

@@ -25,10 +25,6 @@ EVENTS = int(os.environ.get("DRIFTLINE_CHAOS_EVENTS", "30000"))
 KILLS = 5
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "not yet reliable: of the runs on 2026-11-27 one passed, one found a raw record cleaned twice "
-    "(29,109 outputs for 29,108 origins) and one did not finish within 240 s after the last restart; "
-    "the output ledger (processors/_ledger.py) is the suspect, see the issue note"))
 def test_five_kill_9s_lose_nothing_and_duplicate_nothing(tmp_path, settings, namespace, kafka):
     text = spec_text(partitions=2)
     path = tmp_path / "spec.yaml"

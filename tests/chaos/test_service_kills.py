@@ -62,7 +62,13 @@ def test_kill_9_of_processor_and_learner_five_times_gives_the_fault_free_result(
         assert procs[victim].alive(), procs[victim].tail()
         procs[victim].kill()
         procs[victim] = p.worker() if victim == "process" else p.learner()
-    wait_until(lambda: p.count(Role.FEATURES) >= n, 600, what=f"every event featurized (seed {seed})")
+    try:
+        wait_until(lambda: p.count(Role.FEATURES) >= n or not procs["process"].alive(), 300,
+                   what=f"every event featurized (seed {seed})")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; {p.count(Role.FEATURES)} of {n}; the worker's log:\n"
+                             f"{procs['process'].tail(6000)}") from None
+    assert procs["process"].alive(), procs["process"].tail(6000)
     procs["learn"].stop()
     procs["process"].stop()
 

@@ -1,0 +1,126 @@
+"""Every input record reaches the agent, in order, even where faust's consumer skips some.
+
+faust tracks the offsets its agents acknowledge and commits the highest
+contiguous one, treating a jump in fetched offsets as a gap to step over (for
+compacted and transactional topics). Around a recovery or a restart after a
+kill -9 it can drop records it had fetched into its in-memory queues and then
+step over them as such a gap, committing past records no agent saw
+(faust-streaming issues #596 and #312 describe the races). The chaos test
+``tests/chaos/test_processors_crash.py`` saw whole batches go missing that way.
+
+So the agents do not trust the stream to be contiguous. Per input partition,
+:class:`Continuity` knows the next offset due: at the first record after an
+assignment it is the group's committed offset (or the log start when nothing is
+committed); after that it is one past the last record handled. A record below
+it was handled already in this assignment and is skipped; a record above it
+means records were skipped, and those are read from the broker directly and
+handled first, in order. Once their outputs are durable, :meth:`Continuity.acknowledge`
+acks them to faust's consumer as well, so that its committed offset can move past the hole
+instead of stalling there. The output ledger (:mod:`processors._ledger`) still suppresses what
+an earlier worker already wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from contracts.settings import KafkaSettings
+
+__all__ = ["Continuity"]
+
+log = logging.getLogger("driftline.processors")
+
+
+class Continuity:
+    """Turns each batch of faust events into the contiguous run of input records it should have been."""
+
+    def __init__(self, settings: KafkaSettings, group_id: str):
+        self.settings, self.group_id = settings, group_id
+        self._next: dict[tuple[str, int], int] = {}
+        self._consumer: KafkaConsumer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._lock = threading.Lock()
+        self.refilled = 0  # records read directly because the stream skipped them
+        self.skipped = 0  # records the stream delivered twice within one assignment
+        self._unacked: list = []  # records read directly in the current batch
+
+    def forget(self) -> None:
+        """After a rebalance: the next record of each partition is checked against the committed offset."""
+        self._next = {}
+
+    def _start_offset(self, topic: str, partition: int) -> int:
+        """The committed offset of the group for this partition, or the log start when none is committed."""
+        tp = TopicPartition(topic, partition)
+        with self._lock:
+            if self._admin is None:
+                self._admin = KafkaAdminClient(**self.settings.kafka_python())
+            committed = self._admin.list_group_offsets({self.group_id: [tp]}).get(self.group_id, {}).get(tp)
+            if committed is not None and committed.offset >= 0:
+                return committed.offset
+            return self._reader().beginning_offsets([tp])[tp]
+
+    def _reader(self) -> KafkaConsumer:
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(**self.settings.kafka_python(), enable_auto_commit=False,
+                                           group_id=None, fetch_max_bytes=32 * 1024 * 1024)
+        return self._consumer
+
+    def _read(self, topic: str, partition: int, start: int, end: int) -> list:
+        """The records at offsets [start, end) of one partition."""
+        tp = TopicPartition(topic, partition)
+        with self._lock:
+            consumer = self._reader()
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            out: list = []
+            while consumer.position(tp) < end:
+                for records in consumer.poll(timeout_ms=500, max_records=10_000).values():
+                    out.extend(r for r in records if r.offset < end)
+            return out
+
+    async def plan(self, events: Iterable[Any]) -> list[tuple[Any, Any]]:
+        """``[(message, event)]`` in order: the batch's records, with any the stream skipped put back.
+
+        ``event`` is the faust event that carries the record's partition (for table writes); a record
+        read directly shares the event of the record it was found before.
+        """
+        loop = asyncio.get_running_loop()
+        out: list[tuple[Any, Any]] = []
+        for event in events:
+            msg = event.message
+            tp = (msg.topic, msg.partition)
+            due = self._next.get(tp)
+            if due is None:
+                due = await loop.run_in_executor(None, self._start_offset, *tp)
+            if msg.offset < due:
+                self.skipped += 1
+                continue
+            if msg.offset > due:
+                missed = await loop.run_in_executor(None, self._read, msg.topic, msg.partition, due, msg.offset)
+                log.warning("the stream skipped %s[%s] offsets %s..%s; read %d records directly",
+                            msg.topic, msg.partition, due, msg.offset - 1, len(missed))
+                self.refilled += len(missed)
+                self._unacked.extend(missed)
+                out.extend((r, event) for r in missed)
+            out.append((msg, event))
+            self._next[tp] = msg.offset + 1
+        return out
+
+    def acknowledge(self, consumer) -> None:
+        """Ack the records read directly in this batch to faust's ``consumer`` (after their outputs are durable)."""
+        from faust.types import TP, Message
+
+        for r in self._unacked:
+            consumer.ack(Message(r.topic, r.partition, r.offset, r.timestamp / 1000.0, 0, None, None, None, None,
+                                 tp=TP(r.topic, r.partition)))
+        self._unacked = []
+
+    def close(self) -> None:
+        for client in (self._consumer, self._admin):
+            if client is not None:
+                client.close()
