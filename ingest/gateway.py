@@ -8,6 +8,11 @@
   record fails the spec's schema (the clean stage's rules); nothing is sent;
 * **503** with ``Retry-After`` while Kafka cannot take records (back-pressure).
 
+``POST /labels`` takes the ground truth that arrives later (``labels: {mode: delayed}``), one
+``{"<id field>": ..., "<label field>": ..., "<time field>": ...}`` per record (the time is optional:
+the gateway's clock otherwise), and writes each to the labels topic keyed by event id, under the
+same rules (202 once acknowledged, 413, 422 per record, 503).
+
 Event ids come from the spec's id field, else ``gw:<Idempotency-Key or body hash>:<index>``,
 so a client that retries the same body gets the same ids and downstream deduplicates.
 ``GET /healthz`` and ``GET /metrics`` (Prometheus) complete it.
@@ -22,13 +27,18 @@ The Kafka side is behind :class:`Sink`, so the HTTP rules are tested without a b
 >>> class Memory:
 ...     topic, healthy, got = "d.raw", True, []
 ...     def ready(self): return True
-...     async def deliver(self, records): self.got.extend(records)
+...     async def deliver(self, records, role=None): self.got.extend(records)
 >>> client = TestClient(create_app(spec, Memory()))
 >>> r = client.post("/events", content=b'{"x": 1, "y": true}\\n{"x": 2, "y": false}')
 >>> r.status_code, r.json()
 (202, {'accepted': 2})
 >>> client.post("/events", json=[{"x": "a", "y": True}]).json()["errors"]
 [{'index': 0, 'reason': 'wrong_type', 'message': "field 'x': 'a' is not a number"}]
+>>> client.post("/labels", json=[{"id": "e1", "y": True, "ts": 5}, {"id": "e2"}]).json()["errors"]
+[{'index': 1, 'reason': 'missing_field', 'message': "record 1 has no 'y' (the label)"}]
+>>> r = client.post("/labels", json=[{"id": "e1", "y": True, "ts": 5}])
+>>> r.status_code, Memory.got[-1]
+(202, (b'e1', b'{"v":1,"id":"e1","y":true,"ts":5.0,"event_ts":5.0}'))
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from contracts.spec import Spec
 from contracts.topics import Role
 from ingest import _metrics
 from ingest._validate import Validator
-from ingest.producer import EventProducer, envelope
+from ingest.producer import EventProducer, envelope, event_time
 
 __all__ = ["create_app", "Sink", "KafkaSink", "Unavailable"]
 
@@ -66,8 +76,9 @@ class Sink(Protocol):
     def ready(self) -> bool:
         """False when records would not be delivered now (recent failure, too much in flight)."""
 
-    async def deliver(self, records: list[tuple[bytes | None, bytes]]) -> None:
-        """Return once the broker acknowledged every ``(key, value)``; raise :class:`Unavailable` if not."""
+    async def deliver(self, records: list[tuple[bytes | None, bytes]], role: Role = Role.RAW) -> None:
+        """Return once the broker acknowledged every ``(key, value)`` on the ``role`` topic; raise
+        :class:`Unavailable` if not."""
 
 
 class KafkaSink:
@@ -89,10 +100,10 @@ class KafkaSink:
             return False
         return self.in_flight < self.max_in_flight
 
-    async def deliver(self, records):
+    async def deliver(self, records, role: Role = Role.RAW):
         self.in_flight += len(records)
         try:
-            await asyncio.to_thread(self._deliver, records)
+            await asyncio.to_thread(self._deliver, records, role)
             self.healthy = True
         except Exception as exc:  # noqa: BLE001 - every failure means: not delivered
             self.healthy = False
@@ -101,9 +112,10 @@ class KafkaSink:
         finally:
             self.in_flight -= len(records)
 
-    def _deliver(self, records) -> None:
+    def _deliver(self, records, role: Role = Role.RAW) -> None:
         deadline = time.monotonic() + self.timeout_s + 1
-        futures = [self.producer.send(self.topic, value, key) for key, value in records]
+        topic = self.producer.topics[role].name
+        futures = [self.producer.send(topic, value, key, role=role) for key, value in records]
         for fut in futures:
             fut.get(timeout=max(0.1, deadline - time.monotonic()))
         self.producer.publish_metrics()
@@ -155,8 +167,7 @@ def create_app(spec: Spec, sink: Sink, max_body_bytes: int = 10 * 1024 * 1024):
         _metrics.HTTP_REQUESTS.labels(status=str(status)).inc()
         return JSONResponse(body, status_code=status, headers=headers)
 
-    @app.post("/events")
-    async def events(request: Request):
+    async def _body(request: Request):
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_body_bytes:
             return answer(413, {"error": f"body of {declared} bytes is over the limit of {max_body_bytes}"})
@@ -166,12 +177,9 @@ def create_app(spec: Spec, sink: Sink, max_body_bytes: int = 10 * 1024 * 1024):
             if size > max_body_bytes:
                 return answer(413, {"error": f"body is over the limit of {max_body_bytes} bytes"})
             chunks.append(chunk)
-        body = b"".join(chunks)
-        records, errors = _parse(body)
-        for i, rec in records:
-            problem = validate(rec)
-            if problem is not None:
-                errors.append({"index": i, "reason": problem[0], "message": problem[1]})
+        return b"".join(chunks)
+
+    async def _send(out: list, errors: list, role: Role):
         if errors:
             for e in errors:
                 _metrics.REJECTED.labels(reason=e["reason"]).inc()
@@ -180,17 +188,54 @@ def create_app(spec: Spec, sink: Sink, max_body_bytes: int = 10 * 1024 * 1024):
         if not sink.ready():
             return answer(503, {"error": "Kafka cannot take records now; retry later"},
                           {"Retry-After": str(RETRY_AFTER_S)})
-        stem = "gw:" + (request.headers.get("idempotency-key") or hashlib.sha256(body).hexdigest()[:16])
-        now = time.time()
-        out = []
-        for i, rec in records:
-            key, env = envelope(spec, rec, i, stem, now=now)
-            out.append((key, serde.dumps(env)))
         try:
-            await sink.deliver(out)
+            await sink.deliver(out, role)
         except Unavailable as exc:
             return answer(503, {"error": f"not delivered: {exc}; retry later"}, {"Retry-After": str(RETRY_AFTER_S)})
         return answer(202, {"accepted": len(out)})
+
+    @app.post("/events")
+    async def events(request: Request):
+        body = await _body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        records, errors = _parse(body)
+        for i, rec in records:
+            problem = validate(rec)
+            if problem is not None:
+                errors.append({"index": i, "reason": problem[0], "message": problem[1]})
+        stem = "gw:" + (request.headers.get("idempotency-key") or hashlib.sha256(body).hexdigest()[:16])
+        now = time.time()
+        out = []
+        if not errors:
+            for i, rec in records:
+                key, env = envelope(spec, rec, i, stem, now=now)
+                out.append((key, serde.dumps(env)))
+        return await _send(out, errors, Role.RAW)
+
+    @app.post("/labels")
+    async def labels(request: Request):
+        body = await _body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        id_field, label_field, time_field = spec.schema.id or "id", spec.schema.label or "y", spec.schema.time or "ts"
+        records, errors = _parse(body)
+        out, now = [], time.time()
+        for i, rec in records:
+            missing = [f"'{name}' ({what})" for name, what in ((id_field, "the event id"), (label_field, "the label"))
+                       if rec.get(name) is None]
+            if missing:
+                errors.append({"index": i, "reason": "missing_field", "message": f"record {i} has no {missing[0]}"})
+                continue
+            ts = event_time(rec.get(time_field)) if rec.get(time_field) is not None else now
+            if ts is None:
+                errors.append({"index": i, "reason": "bad_time",
+                               "message": f"record {i}: '{time_field}' is not a time: {rec[time_field]!r}"})
+                continue
+            eid = str(rec[id_field])
+            out.append((eid.encode(), serde.dumps({"v": 1, "id": eid, "y": rec[label_field], "ts": ts,
+                                                   "event_ts": ts})))
+        return await _send(out, errors, Role.LABELS)
 
     @app.get("/healthz")
     async def healthz():

@@ -59,8 +59,9 @@ def test_gateway_answers_202_while_kafka_takes_records_and_503_once_it_cannot(pr
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(SPEC)
     settings = KafkaSettings.from_env({"DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap})
-    raw = pipeline_topics(load_spec(spec_path))[Role.RAW]
-    kafkautil.create_topics(settings, [raw])
+    topics = pipeline_topics(load_spec(spec_path))
+    raw, labels = topics[Role.RAW], topics[Role.LABELS]
+    kafkautil.create_topics(settings, [raw, labels])
     port = free_port_block(1, start=44000)
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "driftline", "gateway", str(spec_path), "--port", str(port),
@@ -77,6 +78,9 @@ def test_gateway_answers_202_while_kafka_takes_records_and_503_once_it_cannot(pr
         assert r.status_code == 422 and r.json()["errors"][0]["reason"] == "out_of_range"
         r = httpx.post(f"{url}/events", content=b"[" + b"0," * 60_000 + b"0]", timeout=30)
         assert r.status_code == 413
+        r = httpx.post(f"{url}/labels", json=[{"id": f"e{i}", "y": True} for i in range(7)], timeout=30)
+        assert r.status_code == 202 and r.json() == {"accepted": 7}
+        assert sum(kafkautil.end_offsets(settings, [labels.name]).values()) == 7
 
         localkafka.stop(data_dir)
         answers = []

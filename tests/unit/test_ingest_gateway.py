@@ -29,10 +29,11 @@ class Sink:
     def ready(self):
         return self._ready
 
-    async def deliver(self, records):
+    async def deliver(self, records, role="raw"):
         if not self.up:
             raise Unavailable("broker down")
         self.got.extend(records)
+        self.roles = getattr(self, "roles", []) + [role] * len(records)
 
 
 def rec(i, x=1.0):
@@ -103,3 +104,21 @@ def test_health_and_metrics(client):
     client.post("/events", json=[rec(0)])
     text = client.get("/metrics").text
     assert 'driftline_ingest_http_requests_total{status="202"}' in text
+
+
+def test_labels_go_to_the_labels_topic_keyed_by_event_id(sink):
+    from contracts.topics import Role
+
+    client = TestClient(create_app(SPEC, sink))
+    r = client.post("/labels", content=b'{"id": "e1", "y": true, "ts": "2026-01-01T00:00:00+00:00"}\n'
+                                       b'{"id": "e2", "y": false}')
+    assert r.status_code == 202 and r.json() == {"accepted": 2}
+    assert [k for k, _ in sink.got] == [b"e1", b"e2"] and sink.roles == [Role.LABELS, Role.LABELS]
+    first = orjson.loads(sink.got[0][1])
+    assert first == {"v": 1, "id": "e1", "y": True, "ts": 1767225600.0, "event_ts": 1767225600.0}
+    r = client.post("/labels", json=[{"id": "e3", "y": True, "ts": "soon"}, {"y": True}])
+    assert r.status_code == 422 and [e["reason"] for e in r.json()["errors"]] == ["bad_time", "missing_field"]
+    assert len(sink.got) == 2  # nothing of a rejected body is sent
+    sink.up = False
+    r = client.post("/labels", json=[{"id": "e4", "y": True}])
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0
