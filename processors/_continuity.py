@@ -14,9 +14,11 @@ assignment it is the group's committed offset (or the log start when nothing is
 committed); after that it is one past the last record handled. A record below
 it was handled already in this assignment and is skipped; a record above it
 means records were skipped, and those are read from the broker directly and
-handled first, in order. Once their outputs are durable, :meth:`Continuity.acknowledge`
-acks them to faust's consumer as well, so that its committed offset can move past the hole
-instead of stalling there. The output ledger (:mod:`processors._ledger`) still suppresses what
+handled first, in order. Once a batch's outputs are durable, :meth:`Continuity.acknowledge`
+acks every offset handled so far to faust's consumer as well (faust ignores the ones it already
+has). faust's own commit still stalled for long stretches (its contiguity check waits on offsets
+it lost track of), so :meth:`Continuity.commit` commits, once a second, the offset after the last
+record whose outputs and table writes are done: a restart replays seconds, not the whole log. The output ledger (:mod:`processors._ledger`) still suppresses what
 an earlier worker already wrote.
 """
 
@@ -47,11 +49,14 @@ class Continuity:
         self._lock = threading.Lock()
         self.refilled = 0  # records read directly because the stream skipped them
         self.skipped = 0  # records the stream delivered twice within one assignment
-        self._unacked: list = []  # records read directly in the current batch
+        self._acked_to: dict[tuple[str, int], int] = {}  # offsets below this were acked to faust by us
+        self._done: dict[tuple[str, int], int] = {}  # offsets below this have durable outputs and state
 
     def forget(self) -> None:
         """After a rebalance: the next record of each partition is checked against the committed offset."""
         self._next = {}
+        self._acked_to = {}
+        self._done = {}
 
     def _start_offset(self, topic: str, partition: int) -> int:
         """The committed offset of the group for this partition, or the log start when none is committed."""
@@ -97,6 +102,7 @@ class Continuity:
             due = self._next.get(tp)
             if due is None:
                 due = await loop.run_in_executor(None, self._start_offset, *tp)
+                self._acked_to[tp] = due
             if msg.offset < due:
                 self.skipped += 1
                 continue
@@ -105,20 +111,41 @@ class Continuity:
                 log.warning("the stream skipped %s[%s] offsets %s..%s; read %d records directly",
                             msg.topic, msg.partition, due, msg.offset - 1, len(missed))
                 self.refilled += len(missed)
-                self._unacked.extend(missed)
                 out.extend((r, event) for r in missed)
             out.append((msg, event))
             self._next[tp] = msg.offset + 1
         return out
 
     def acknowledge(self, consumer) -> None:
-        """Ack the records read directly in this batch to faust's ``consumer`` (after their outputs are durable)."""
+        """Ack every offset handled since the last call to faust's ``consumer`` (after the outputs are durable)."""
         from faust.types import TP, Message
 
-        for r in self._unacked:
-            consumer.ack(Message(r.topic, r.partition, r.offset, r.timestamp / 1000.0, 0, None, None, None, None,
-                                 tp=TP(r.topic, r.partition)))
-        self._unacked = []
+        for (topic, partition), upto in self._next.items():
+            start = self._acked_to.get((topic, partition), upto)
+            tp = TP(topic, partition)
+            for offset in range(start, upto):
+                consumer.ack(Message(topic, partition, offset, 0.0, 0, None, None, None, None, tp=tp))
+            self._acked_to[(topic, partition)] = upto
+            self._done[(topic, partition)] = upto
+
+    async def commit(self, consumer) -> dict:
+        """Commit the position after the last record whose outputs and table writes are done.
+
+        Through faust's consumer (``_commit_offsets``: it flushes the producer, changelogs included,
+        commits, and records the offsets for the tables), so faust never commits below it again.
+        """
+        from faust.types import TP
+
+        committed = consumer._committed_offset
+        offsets = {}
+        for (topic, partition), done in self._done.items():
+            tp = TP(topic, partition)
+            current = committed.get(tp)
+            if current is None or current < done:
+                offsets[tp] = done
+        if offsets:
+            await consumer._commit_offsets(offsets)
+        return offsets
 
     def close(self) -> None:
         for client in (self._consumer, self._admin):

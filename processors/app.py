@@ -104,6 +104,19 @@ def _idempotent_producer() -> None:
     driver.Producer._driftline_idempotent = True
 
 
+def _roomy_changelog_buffer() -> None:
+    """Let a batch's table writes queue for the changelog without stalling the stream.
+
+    faust blocks every incoming message while more than 100 table writes wait to be produced
+    (``ProducerBuffer.wait_until_ebb``). A batch writes its state at once (a dedup and a key
+    entry per event), so the stream stopped after every batch until the changelog drained.
+    The queue is bounded by the batch size anyway.
+    """
+    from faust.transport.producer import ProducerBuffer
+
+    ProducerBuffer.max_messages = max(ProducerBuffer.max_messages, 8 * BATCH)
+
+
 def _datadir(app_id: str, datadir: str | None) -> Path:
     if datadir:
         return Path(datadir)
@@ -126,6 +139,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     app_id = topics[Role.RAW].name.removesuffix(".raw") + ".processors"
     store = STORES.get(store or os.environ.get("DRIFTLINE_STORE", "rocksdb"), store)
     _idempotent_producer()
+    _roomy_changelog_buffer()
     data = _datadir(app_id, datadir)
     data.mkdir(parents=True, exist_ok=True)
     n = spec.topics.partitions
@@ -146,24 +160,25 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
         # A rejected record is dead-lettered whole, however large it was (the DLQ topic takes 16 MiB).
         producer_max_request_size=DLQ_MAX_BYTES + 64 * 1024,
         stream_buffer_maxsize=8192,
-        broker_commit_every=10_000,
-        broker_commit_interval=1.0,
+        # The agents commit what is done themselves, once a second (processors/_continuity.py);
+        # faust's own periodic commit stalled, and raced ours with older offsets.
+        broker_commit_every=1_000_000_000,
+        broker_commit_interval=3600.0,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
     )
     delayed = spec.labels.mode == "delayed"
     raw = app.topic(topics[Role.RAW].name, key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw")
-    out = {role: app.topic(topics[role].name, key_serializer="raw", value_serializer="raw")
-           for role in (Role.CLEAN, Role.FEATURES, Role.DLQ, Role.EXAMPLES)}
-    names = {role: topics[role].name for role in out}
+    names = {role: topics[role].name for role in (Role.CLEAN, Role.FEATURES, Role.DLQ, Role.EXAMPLES)}
     pending_t = app.topic(f"{app_id}-pending", partitions=n, internal=True, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
-    if delayed:  # the join's input, keyed by event id like the labels topic: made before the worker starts
-        from driftline.kafkautil import create_topics
+    from driftline.kafkautil import create_topics
 
-        create_topics(settings, [TopicContract(Role.LABELS, f"{app_id}-pending", n, spec.topics.replication,
-                                               "event id", 1)])
+    # The pipeline's topics, as the contracts say (outputs are sent to by name, not declared by faust);
+    # with delayed labels also the join's input, keyed by event id like the labels topic.
+    create_topics(settings, list(topics.values()) + ([TopicContract(
+        Role.LABELS, f"{app_id}-pending", n, spec.topics.replication, "event id", 1)] if delayed else []))
     table = {name: app.Table(name, partitions=n, schema=faust.Schema(key_serializer="json",
                                                                                 value_serializer="json"))
              for name in ("seen", "keys", "clocks", "joins")}
@@ -174,7 +189,8 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     stats = {"in": 0, "clean": 0, "dlq": 0, "late": 0, "examples": 0, "expired_events": 0,
              "unknown_labels": 0, "expired_labels": 0, "duplicate_labels": 0, "suppressed": 0}
     app.driftline_stats = stats  # type: ignore[attr-defined]
-    app.driftline_topics = {"pending": pending_t.get_topic_name()}  # type: ignore[attr-defined]
+    pending_name = pending_t.get_topic_name()
+    app.driftline_topics = {"pending": pending_name}  # type: ignore[attr-defined]
     swept: dict[tuple[str, int], float] = {}
 
     @app.on_partitions_revoked.connect
@@ -200,12 +216,20 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
 
         overlay.flush(put, delete)
 
+    async def send(topic: str, key, value, partition=None, headers=None):
+        """Hand one record to the producer; the returned future resolves once the broker has it.
+
+        Straight to faust's producer rather than through ``Topic.send``: the outputs are raw bytes to
+        a known partition, and faust's per-message channel machinery was a third of the agent's time.
+        """
+        return await app.producer.send(topic, key, value, partition, None, headers)
+
     async def dead_letter(key, value, reason: str, message: str, topic: str, partition: int, offset: int,
                           extra_headers=()):
         _metrics.dead_lettered(reason)
         stats["dlq"] += 1
         headers = dead_letter_headers(reason, message, topic, partition, offset) + list(extra_headers)
-        return await out[Role.DLQ].send(key=key, value=value, partition=partition, headers=headers, force=True)
+        return await send(names[Role.DLQ], key, value, partition, headers)
 
     @app.agent(raw)
     async def clean_and_featurize(stream):
@@ -246,25 +270,21 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                     key = c.key.encode() if c.key is not None else None
                     headers = origin_headers(src, p, o)
                     if fresh(Role.CLEAN):
-                        pending.append(await out[Role.CLEAN].send(key=key, value=serde.dumps(c.as_value()),
-                                                                  partition=p, headers=headers, force=True))
+                        pending.append(await send(names[Role.CLEAN], key, serde.dumps(c.as_value()), p, headers))
                     if res.replayed:
                         continue  # its features are in the state, so its outputs were written before
                     vec = {"v": 1, "id": c.id, "key": c.key, "ts": c.ts, "x": res.features}
                     if c.y is not None:
                         vec["y"] = c.y
                     if fresh(Role.FEATURES):
-                        pending.append(await out[Role.FEATURES].send(key=key, value=serde.dumps(vec), partition=p,
-                                                                     headers=headers, force=True))
+                        pending.append(await send(names[Role.FEATURES], key, serde.dumps(vec), p, headers))
                     if delayed:
-                        pending.append(await pending_t.send(key=c.id.encode(), value=serde.dumps(vec),
-                                                            headers=headers, force=True))
+                        pending.append(await send(pending_name, c.id.encode(), serde.dumps(vec), None, headers))
                     elif c.y is not None and fresh(Role.EXAMPLES):
                         ex = {"v": 1, "id": c.id, "key": c.key, "ts": c.ts, "event_ts": c.ts,
                               "x": res.features, "y": c.y}
                         stats["examples"] += 1
-                        pending.append(await out[Role.EXAMPLES].send(key=key, value=serde.dumps(ex), partition=p,
-                                                                     headers=headers, force=True))
+                        pending.append(await send(names[Role.EXAMPLES], key, serde.dumps(ex), p, headers))
                 except Exception as exc:  # noqa: BLE001
                     log.exception("sending failed for %s[%s]@%s", src, p, o)
                     pending.append(await dead_letter(msg.key, msg.value, "processing_error",
@@ -336,9 +356,8 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                         stats["examples"] += 1
                         if hw[(names[Role.EXAMPLES], q)].get(src, -1) < o:
                             k = a.key.encode() if a.key is not None else None
-                            pending.append(await out[Role.EXAMPLES].send(
-                                key=k, value=serde.dumps(a.value), partition=q,
-                                headers=origin_headers(src, q, o), force=True))
+                            pending.append(await send(names[Role.EXAMPLES], k, serde.dumps(a.value), q,
+                                                      origin_headers(src, q, o)))
                     elif a.kind == "expired":
                         stats["expired_events"] += 1
                     elif a.kind == "dead":
@@ -385,6 +404,15 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     if delayed:
         app.agent(join_source, name="join_labels")(join_labels)
 
+    @app.timer(1.0)
+    async def commit_positions() -> None:
+        """Commit what is done (see :mod:`processors._continuity`); a failed commit is retried next time."""
+        for c in (continuity, join_continuity):
+            try:
+                await c.commit(app.consumer)
+            except Exception as exc:  # noqa: BLE001 - e.g. a rebalance in progress
+                log.info("commit postponed: %s: %s", type(exc).__name__, exc)
+
     @app.timer(10.0)
     async def report() -> None:
         stats["refilled"] = continuity.refilled + join_continuity.refilled
@@ -405,6 +433,10 @@ def run_worker(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     app = create_app(spec, settings, namespace, datadir=datadir, store=store)
     _metrics.serve("processor", _metrics.REGISTRY, _metrics.DEFAULT_PORT)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # No terminal spinner: it sets the root logger to DEBUG so that it spins on every record, which
+    # made aiokafka build a debug log record per message sent (a tenth of the worker's time) and
+    # wrote cursor escapes into log files.
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     finally:
