@@ -9,6 +9,13 @@ or ``driftline run``'s per-run namespace).
 >>> t = pipeline_topics(load_spec("examples/phishing.yaml"))
 >>> t[Role.RAW].name, t[Role.MODELS].compacted
 ('phishing.raw', True)
+
+The processors' faust app and its tables' changelogs are named here too:
+
+>>> processors_app_id(load_spec("examples/phishing.yaml"), "ns")
+'ns.phishing.processors'
+>>> table_changelog(load_spec("examples/phishing.yaml"), "ns", "keys")
+'ns.phishing.processors-keys-changelog'
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from enum import Enum
 
 from contracts.spec import Spec
 
-__all__ = ["Role", "TopicContract", "pipeline_topics", "Headers", "SCHEMA_VERSIONS"]
+__all__ = ["Role", "TopicContract", "pipeline_topics", "processors_app_id", "table_changelog", "Headers",
+           "SCHEMA_VERSIONS"]
 
 
 class Role(str, Enum):
@@ -108,3 +116,13 @@ def pipeline_topics(spec: Spec, namespace: str | None = None) -> dict[Role, Topi
         out[role] = TopicContract(role, f"{prefix}.{role.value}", n, rf, KEYS[role], SCHEMA_VERSIONS[role],
                                   compacted, configs)
     return out
+
+
+def processors_app_id(spec: Spec, namespace: str | None = None) -> str:
+    """The processors' faust app id: ``<prefix>.processors``, the prefix of their internal topics."""
+    return pipeline_topics(spec, namespace)[Role.RAW].name.removesuffix(".raw") + ".processors"
+
+
+def table_changelog(spec: Spec, namespace: str | None, table: str) -> str:
+    """The changelog topic of the processors' faust table ``table`` (faust names it ``<app_id>-<table>-changelog``)."""
+    return f"{processors_app_id(spec, namespace)}-{table}-changelog"

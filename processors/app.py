@@ -45,7 +45,7 @@ from kafka.partitioner.default import murmur2
 from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import Spec
-from contracts.topics import Headers, Role, TopicContract, pipeline_topics
+from contracts.topics import Headers, Role, TopicContract, pipeline_topics, processors_app_id
 from processors import _metrics
 from processors._continuity import Continuity
 from processors._ledger import SWEPT, Ledger
@@ -136,7 +136,7 @@ def _datadir(app_id: str, datadir: str | None) -> Path:
 def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None,
                datadir: str | None = None, store: str | None = None) -> faust.App:
     topics = pipeline_topics(spec, namespace)
-    app_id = topics[Role.RAW].name.removesuffix(".raw") + ".processors"
+    app_id = processors_app_id(spec, namespace)
     store = STORES.get(store or os.environ.get("DRIFTLINE_STORE", "rocksdb"), store)
     _idempotent_producer()
     _roomy_changelog_buffer()
