@@ -3,7 +3,10 @@
 Routes: ``GET /models``, ``GET /models/{name}``, ``POST /predict``, ``GET /healthz``,
 ``GET /readyz``, ``GET /metrics``, and, behind a bearer token,
 ``PUT``/``DELETE /admin/models/{name}/pin``. No route accepts model bytes:
-models arrive only as signed snapshots on the models topic.
+models arrive only as signed snapshots on the models topic. For a spec with
+stateful per-key features, ``/predict`` reads each key's state from the
+processors' ``keys`` changelog (:mod:`deploy.serving.state`), and ``/readyz``
+also waits until that topic is read up to its end as of start.
 """
 
 
@@ -114,19 +117,24 @@ def _example_record(spec: Spec) -> dict:
 # ---------------------------------------------------------------- the app
 
 
-def create_app(spec: Spec, store: ModelStore, config: ServingConfig, follower=None) -> FastAPI:
-    reader = RecordReader(spec)
+def create_app(spec: Spec, store: ModelStore, config: ServingConfig, follower=None, key_states=None) -> FastAPI:
+    """The app. ``follower`` feeds ``store`` from the models topic; ``key_states`` (required when the
+    spec has stateful features) follows the processors' per-key state (:class:`KeyStateFollower`)."""
+    reader = RecordReader(spec, key_states.states if key_states is not None else None)
+    followers = {"follower": follower, "key_states": key_states}
+    running = [f for f in followers.values() if f is not None]
     bearer = HTTPBearer(auto_error=False, description="the serving admin token")
 
     @asynccontextmanager
     async def lifespan(_app):
-        if follower is not None and not follower.is_alive():
-            follower.start()
+        for f in running:
+            if not f.is_alive():
+                f.start()
         try:
             yield
         finally:
-            if follower is not None:
-                follower.stop()
+            for f in running:
+                f.stop()
 
     app = FastAPI(title=f"driftline serving: {spec.name}", version="1",
                   description="Answers for the current model of the pipeline, hot-swapped from signed snapshots "
@@ -179,10 +187,6 @@ def create_app(spec: Spec, store: ModelStore, config: ServingConfig, follower=No
         version: Annotated[int | None, Query(ge=0, description="an exact version held in memory (replay)")] = None,
     ):
         """Clean, featurize and predict, with the same code as the stream. Never changes a model."""
-        if reader.stateful:
-            return _error(501, "stateful_features_unsupported",
-                          "this spec declares stateful per-key features; serving cannot read the processors' "
-                          "per-key state yet, and will not answer with features the stream would not compute")
         records = body.records if body.records is not None else [body.record]
         if len(records) > config.max_batch:
             return _json({"detail": [{"loc": ["body", "records"], "type": "too_long",
@@ -229,20 +233,17 @@ def create_app(spec: Spec, store: ModelStore, config: ServingConfig, follower=No
 
     @app.get("/healthz", tags=["ops"], response_model=None)
     async def healthz():
-        """Alive: 200 while the models-topic follower runs."""
-        body = {"status": "ok", "follower": None}
-        if follower is not None:
-            body["follower"] = {"alive": follower.is_alive(), "caught_up": follower.caught_up.is_set(),
-                                "records": follower.records, "error": follower.error}
-            if not follower.is_alive():
-                body["status"] = "follower_stopped"
-                return _json(body, 503)
+        """Alive: 200 while the topic followers (models topic, per-key state) run."""
+        body = {"status": "ok", **{name: f.status() if f is not None else None for name, f in followers.items()}}
+        if any(not f.is_alive() for f in running):
+            body["status"] = "follower_stopped"
+            return _json(body, 503)
         return _json(body)
 
     @app.get("/readyz", tags=["ops"], response_model=None)
     async def readyz():
-        """Ready: the topic as of start is read, and every model of the spec has a snapshot."""
-        caught_up = follower is None or follower.caught_up.is_set()
+        """Ready: the followed topics as of start are read, and every model of the spec has a snapshot."""
+        caught_up = all(f.caught_up.is_set() for f in running)
         missing = store.missing()
         ready = caught_up and not missing
         m.READY.set(1 if ready else 0)

@@ -1,4 +1,8 @@
-"""Follows the compacted models topic and hands every record to the :class:`ModelStore`.
+"""Topic followers: a thread reads a topic from the beginning, all partitions, and keeps following.
+
+:class:`TopicFollower` is the loop; a subclass says what one record does
+(:meth:`TopicFollower.offer`). :class:`SnapshotFollower` follows the compacted
+models topic into the :class:`ModelStore`:
 
 1. **Wait for the topic**: the learner may create it after the service starts.
 2. **Read from the beginning**: compaction keeps (at least) the newest snapshot
@@ -23,15 +27,16 @@ from models.snapshot import SnapshotRefused
 
 from deploy.serving.store import ModelStore
 
-__all__ = ["SnapshotFollower"]
+__all__ = ["SnapshotFollower", "TopicFollower"]
 
 log = logging.getLogger("driftline.serving.follower")
 
 
-class SnapshotFollower(threading.Thread):
-    def __init__(self, store: ModelStore, settings: KafkaSettings, topic: str, poll_ms: int = 100):
-        super().__init__(name="snapshot-follower", daemon=True)
-        self.store = store
+class TopicFollower(threading.Thread):
+    """Reads ``topic`` from the beginning and follows it; :meth:`offer` handles each record."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, name: str, poll_ms: int = 100):
+        super().__init__(name=name, daemon=True)
         self.settings = settings
         self.topic = topic
         self.poll_ms = poll_ms
@@ -40,13 +45,16 @@ class SnapshotFollower(threading.Thread):
         self.records = 0
         self.error: str | None = None
 
+    def offer(self, record) -> None:
+        raise NotImplementedError
+
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 self._follow()
             except Exception as exc:  # noqa: BLE001 - a broker hiccup must not end serving
                 self.error = f"{type(exc).__name__}: {exc}"
-                log.exception("models topic follower failed; retrying", extra={"topic": self.topic})
+                log.exception("topic follower failed; retrying", extra={"topic": self.topic})
                 self.stopping.wait(1.0)
 
     def _follow(self) -> None:
@@ -60,15 +68,15 @@ class SnapshotFollower(threading.Thread):
             consumer.assign(parts)
             consumer.seek_to_beginning(*parts)
             targets = consumer.end_offsets(parts)
-            log.info("following the models topic", extra={"topic": self.topic,
-                                                          "records": sum(targets.values())})
+            log.info("following a topic", extra={"topic": self.topic, "records": sum(targets.values())})
             while not self.stopping.is_set():
                 for records in consumer.poll(timeout_ms=self.poll_ms).values():
                     for r in records:
-                        self._offer(r)
+                        self.records += 1
+                        self.offer(r)
                 if not self.caught_up.is_set() and all(consumer.position(tp) >= off for tp, off in targets.items()):
                     self.caught_up.set()
-                    log.info("caught up with the models topic", extra={"missing": self.store.missing()})
+                    log.info("caught up with a topic", extra={"topic": self.topic, "records": self.records})
                 self.error = None
         finally:
             consumer.close()
@@ -82,8 +90,27 @@ class SnapshotFollower(threading.Thread):
             self.stopping.wait(0.5)
         return None
 
-    def _offer(self, record) -> None:
-        self.records += 1
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def wait_caught_up(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return self.caught_up.wait(max(0.0, deadline - time.monotonic()))
+
+    def status(self) -> dict:
+        """What ``/healthz`` shows of this follower."""
+        return {"alive": self.is_alive(), "caught_up": self.caught_up.is_set(), "records": self.records,
+                "error": self.error}
+
+
+class SnapshotFollower(TopicFollower):
+    def __init__(self, store: ModelStore, settings: KafkaSettings, topic: str, poll_ms: int = 100):
+        super().__init__(settings, topic, "snapshot-follower", poll_ms)
+        self.store = store
+
+    def offer(self, record) -> None:
         name = record.key.decode("utf-8", "replace") if record.key is not None else ""
         if record.value is None:  # a tombstone: the learner deleted the model; keep serving what we have
             log.info("tombstone on the models topic", extra={"model": name})
@@ -93,12 +120,3 @@ class SnapshotFollower(threading.Thread):
             self.store.offer(name, record.value, published_at=published)
         except SnapshotRefused:
             pass  # counted and logged by the store; the last good model keeps serving
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.stopping.set()
-        if self.is_alive():
-            self.join(timeout)
-
-    def wait_caught_up(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        return self.caught_up.wait(max(0.0, deadline - time.monotonic()))

@@ -1,4 +1,4 @@
-"""``driftline serve SPEC``: the store, the models-topic follower and the API, on uvicorn."""
+"""``driftline serve SPEC``: the store, the topic followers (models; per-key state) and the API, on uvicorn."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import uvicorn
 
 from contracts.settings import KafkaSettings
 from contracts.spec import Spec
-from contracts.topics import Role, pipeline_topics
+from contracts.topics import Role, pipeline_topics, table_changelog
 from models.snapshot import snapshot_key
 
 from deploy.serving._logging import configure_logging
 from deploy.serving.api import create_app
 from deploy.serving.config import ServingConfig
 from deploy.serving.follower import SnapshotFollower
+from deploy.serving.inference import stateful
+from deploy.serving.state import KeyStateFollower
 from deploy.serving.store import ModelStore
 
 __all__ = ["build", "serve"]
@@ -23,11 +25,16 @@ log = logging.getLogger("driftline.serving")
 
 
 def build(spec: Spec, config: ServingConfig, settings: KafkaSettings, key: bytes | None = None):
-    """The app, with its store and follower (started by the app's lifespan)."""
+    """The app, with its store and followers (started by the app's lifespan).
+
+    With stateful features, a second follower reads the processors' ``keys`` table changelog.
+    """
     store = ModelStore(spec, key if key is not None else snapshot_key(), history=config.history)
     topic = pipeline_topics(spec, config.namespace)[Role.MODELS].name
     follower = SnapshotFollower(store, settings, topic)
-    return create_app(spec, store, config, follower), store, follower
+    key_states = (KeyStateFollower(settings, table_changelog(spec, config.namespace, "keys"))
+                  if stateful(spec) else None)
+    return create_app(spec, store, config, follower, key_states), store, follower
 
 
 def serve(spec: Spec, config: ServingConfig, settings: KafkaSettings) -> None:
