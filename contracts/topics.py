@@ -126,3 +126,24 @@ def processors_app_id(spec: Spec, namespace: str | None = None) -> str:
 def table_changelog(spec: Spec, namespace: str | None, table: str) -> str:
     """The changelog topic of the processors' faust table ``table`` (faust names it ``<app_id>-<table>-changelog``)."""
     return f"{processors_app_id(spec, namespace)}-{table}-changelog"
+
+
+PROCESSOR_TABLES = ("seen", "keys", "clocks", "joins")
+
+
+def processors_internal_topics(spec: Spec, namespace: str | None = None) -> list[TopicContract]:
+    """The processors' own topics: each table's compacted changelog (keyed by the table key) and the
+    label join's pending topic (features waiting for their label, keyed by event id), each with the
+    pipeline's partition count, so that faust finds them made before it starts.
+
+    >>> from contracts.spec import load_spec
+    >>> [(t.name, t.partitions, t.compacted) for t in processors_internal_topics(load_spec("examples/phishing.yaml"))][:2]
+    [('phishing.processors-seen-changelog', 1, True), ('phishing.processors-keys-changelog', 1, True)]
+    """
+    n, rf = spec.topics.partitions, spec.topics.replication
+    compact = {"cleanup.policy": "compact"}
+    # (The role is only descriptive here: the changelogs hold per-key stage state, the pending topic labels-to-be.)
+    out = [TopicContract(Role.EXAMPLES, table_changelog(spec, namespace, t), n, rf, f"{t} table key", 1, True,
+                         dict(compact)) for t in PROCESSOR_TABLES]
+    out.append(TopicContract(Role.LABELS, f"{processors_app_id(spec, namespace)}-pending", n, rf, "event id", 1))
+    return out

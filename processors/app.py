@@ -45,7 +45,8 @@ from kafka.partitioner.default import murmur2
 from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import Spec
-from contracts.topics import Headers, Role, TopicContract, pipeline_topics, processors_app_id
+from contracts.topics import (PROCESSOR_TABLES, Headers, Role, pipeline_topics, processors_app_id,
+                             processors_internal_topics)
 from processors import _metrics
 from processors._continuity import Continuity
 from processors._ledger import SWEPT, Ledger
@@ -171,17 +172,18 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     raw = app.topic(topics[Role.RAW].name, key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw")
     names = {role: topics[role].name for role in (Role.CLEAN, Role.FEATURES, Role.DLQ, Role.EXAMPLES)}
-    pending_t = app.topic(f"{app_id}-pending", partitions=n, internal=True, key_type=bytes, value_type=bytes,
+    internal = processors_internal_topics(spec, namespace)
+    pending_t = app.topic(internal[-1].name, partitions=n, internal=True, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
     from driftline.kafkautil import create_topics
 
-    # The pipeline's topics, as the contracts say (outputs are sent to by name, not declared by faust);
-    # with delayed labels also the join's input, keyed by event id like the labels topic.
-    create_topics(settings, list(topics.values()) + ([TopicContract(
-        Role.LABELS, f"{app_id}-pending", n, spec.topics.replication, "event id", 1)] if delayed else []))
+    # Every topic the worker reads or writes, made as the contracts say before faust starts: the
+    # outputs are sent to by name, and a table changelog faust made itself at start-up could be
+    # missing from its consumer's metadata at the first table write (PartitionsMismatch, 0 partitions).
+    create_topics(settings, list(topics.values()) + internal)
     table = {name: app.Table(name, partitions=n, schema=faust.Schema(key_serializer="json",
                                                                                 value_serializer="json"))
-             for name in ("seen", "keys", "clocks", "joins")}
+             for name in PROCESSOR_TABLES}
     stage = Stage(spec)
     joiner = LabelJoin(spec.labels.ttl_seconds)
     ledger = Ledger(settings)
