@@ -105,6 +105,30 @@ def _idempotent_producer() -> None:
     driver.Producer._driftline_idempotent = True
 
 
+def _metadata_backoff(seconds: float = 0.5) -> None:
+    """Back off after a failed metadata refresh instead of retrying at once.
+
+    While no broker answers, aiokafka's producer sender and consumer fetcher each ask for a refresh
+    as soon as the previous one failed, and a refused connection fails in microseconds: the worker
+    spun at 0.6-0.7 cores through a Kafka outage (``tests/chaos/test_kafka_outage.py``). A failed
+    refresh now waits ``seconds`` before it reports, which paces every loop that waits on it.
+    """
+    from aiokafka.client import AIOKafkaClient
+
+    if getattr(AIOKafkaClient, "_driftline_backoff", False):
+        return
+    base = AIOKafkaClient._metadata_update
+
+    async def update(self, cluster_metadata, topics):
+        ok = await base(self, cluster_metadata, topics)
+        if not ok:
+            await asyncio.sleep(max(seconds, self._retry_backoff))
+        return ok
+
+    AIOKafkaClient._metadata_update = update
+    AIOKafkaClient._driftline_backoff = True
+
+
 def _roomy_changelog_buffer() -> None:
     """Let a batch's table writes queue for the changelog without stalling the stream.
 
@@ -141,6 +165,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     store = STORES.get(store or os.environ.get("DRIFTLINE_STORE", "rocksdb"), store)
     _idempotent_producer()
     _roomy_changelog_buffer()
+    _metadata_backoff()
     data = _datadir(app_id, datadir)
     data.mkdir(parents=True, exist_ok=True)
     n = spec.topics.partitions

@@ -157,14 +157,25 @@ def read_topic(settings: KafkaSettings, topic: str, timeout_s: float = 60.0) -> 
         consumer.close()
 
 
-def end_total(settings: KafkaSettings, topic: str) -> int:
-    consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        return sum(consumer.end_offsets(tps).values()) if tps else 0
-    finally:
-        consumer.close()
+def end_total(settings: KafkaSettings, topic: str, retry_s: float = 30.0) -> int:
+    """The sum of ``topic``'s end offsets; retried while a broker of the cluster is unreachable
+    (a metadata request sent to a node that just died fails instead of moving to another)."""
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None)
+            try:
+                parts = consumer.partitions_for_topic(topic) or set()
+                tps = [TopicPartition(topic, p) for p in parts]
+                return sum(consumer.end_offsets(tps).values()) if tps else 0
+            finally:
+                consumer.close()
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def wait_until(predicate, timeout_s: float, every: float = 0.5, what: str = "condition") -> None:
