@@ -147,3 +147,15 @@ def processors_internal_topics(spec: Spec, namespace: str | None = None) -> list
                          dict(compact)) for t in PROCESSOR_TABLES]
     out.append(TopicContract(Role.LABELS, f"{processors_app_id(spec, namespace)}-pending", n, rf, "event id", 1))
     return out
+
+
+def processors_topic_names(spec: Spec, namespace: str | None = None) -> list[str]:
+    """Every topic the processors' faust app owns: :func:`processors_internal_topics` and faust's own
+    assignor topic, for clean-up with the pipeline's topics.
+
+    >>> from contracts.spec import load_spec
+    >>> processors_topic_names(load_spec("examples/phishing.yaml"), "ns")[-1]
+    'ns.phishing.processors-__assignor-__leader'
+    """
+    names = [t.name for t in processors_internal_topics(spec, namespace)]
+    return names + [f"{processors_app_id(spec, namespace)}-__assignor-__leader"]
