@@ -90,11 +90,15 @@ POISON = [
 ]
 
 
+DUP_WINDOW = 20_000  # events: SPEC's dedup_seconds is 100,000 and events are ~1 s apart
+
+
 def mixed_stream(n: int, keys: int = 50, poison_every: int = 0, seed: int = 0, disorder: float = 10.0,
                  start: int = 0, dup_every: int = 0):
     """``n`` records: valid events over ``keys`` keys with event times jittered by up to ``disorder``
     seconds (out of order), every ``poison_every``-th a malformed one, every ``dup_every``-th a
-    re-send of an earlier valid event (a duplicate id)."""
+    re-send of one of the last ``DUP_WINDOW`` valid events (a duplicate id, well within the spec's
+    ``dedup_seconds``: a re-send from further back is a new event by design, not a duplicate)."""
     rng = random.Random(seed)
     sent: list[Record] = []
     for i in range(start, start + n):
@@ -105,7 +109,7 @@ def mixed_stream(n: int, keys: int = 50, poison_every: int = 0, seed: int = 0, d
             yield Record(eid if b"%s" in tpl else None, b"x", value, "dead")
             continue
         if dup_every and sent and (i + 1) % dup_every == 0:
-            old = sent[rng.randrange(len(sent))]
+            old = sent[rng.randrange(max(0, len(sent) - DUP_WINDOW), len(sent))]
             yield Record(old.id, old.key, old.value, "dead", old.ts)
             continue
         k = f"k{rng.randrange(keys)}"
