@@ -24,7 +24,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from bench._common import RESULTS, machine
 

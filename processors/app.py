@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import shutil
-import time
 import weakref
 from pathlib import Path
 

@@ -54,15 +54,20 @@ def read_all(settings, topic):
     return out
 
 
-def test_phishing_through_kafka_reproduces_rivers_published_result_exactly(kafka, settings, tmp_path):
-    spec = load_spec(SPEC)
+def run_until_drained(spec_path, kafka: str, tmp_path) -> dict:
+    """``driftline run SPEC --until-drained`` as a user runs it; its summary (topics kept for checking)."""
     summary_path = tmp_path / "summary.json"
     env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=kafka, DRIFTLINE_HOME=str(tmp_path / "home"))
-    proc = subprocess.run([sys.executable, "-m", "driftline", "run", str(SPEC), "--until-drained",
+    proc = subprocess.run([sys.executable, "-m", "driftline", "run", str(spec_path), "--until-drained",
                            "--summary-json", str(summary_path), "--keep-topics"],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(summary_path.read_text())
+    return json.loads(summary_path.read_text())
+
+
+def test_phishing_through_kafka_reproduces_rivers_published_result_exactly(kafka, settings, tmp_path):
+    spec = load_spec(SPEC)
+    summary = run_until_drained(SPEC, kafka, tmp_path)
     ns = summary["namespace"]
     try:
         assert summary["events"]["ingested"] == 1250
@@ -97,13 +102,7 @@ def test_phishing_with_labels_delayed_by_100_events_matches_rivers_delayed_evalu
     path = tmp_path / "phishing-delayed.yaml"
     path.write_text(yaml.safe_dump(doc))
     spec = load_spec(path)
-    summary_path = tmp_path / "summary.json"
-    env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=kafka, DRIFTLINE_HOME=str(tmp_path / "home"))
-    proc = subprocess.run([sys.executable, "-m", "driftline", "run", str(path), "--until-drained",
-                           "--summary-json", str(summary_path), "--keep-topics"],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(summary_path.read_text())
+    summary = run_until_drained(path, kafka, tmp_path)
     try:
         assert summary["events"]["ingested"] == 1250
         assert summary["events"]["learned"] == 1250
