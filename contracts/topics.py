@@ -26,8 +26,8 @@ from enum import Enum
 
 from contracts.spec import Spec
 
-__all__ = ["Role", "TopicContract", "pipeline_topics", "processors_app_id", "table_changelog", "Headers",
-           "SCHEMA_VERSIONS"]
+__all__ = ["Role", "TopicContract", "pipeline_topics", "processors_app_id", "processors_pending_topic",
+           "table_changelog", "Headers", "SCHEMA_VERSIONS"]
 
 
 class Role(str, Enum):
@@ -128,6 +128,11 @@ def table_changelog(spec: Spec, namespace: str | None, table: str) -> str:
     return f"{processors_app_id(spec, namespace)}-{table}-changelog"
 
 
+def processors_pending_topic(spec: Spec, namespace: str | None = None) -> str:
+    """The label join's pending topic: features waiting for their label, keyed by event id."""
+    return f"{processors_app_id(spec, namespace)}-pending"
+
+
 PROCESSOR_TABLES = ("seen", "keys", "clocks", "joins")
 
 
@@ -145,7 +150,7 @@ def processors_internal_topics(spec: Spec, namespace: str | None = None) -> list
     # (The role is only descriptive here: the changelogs hold per-key stage state, the pending topic labels-to-be.)
     out = [TopicContract(Role.EXAMPLES, table_changelog(spec, namespace, t), n, rf, f"{t} table key", 1, True,
                          dict(compact)) for t in PROCESSOR_TABLES]
-    out.append(TopicContract(Role.LABELS, f"{processors_app_id(spec, namespace)}-pending", n, rf, "event id", 1))
+    out.append(TopicContract(Role.LABELS, processors_pending_topic(spec, namespace), n, rf, "event id", 1))
     return out
 
 

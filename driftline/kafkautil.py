@@ -10,7 +10,7 @@ from kafka.errors import TopicAlreadyExistsError
 from contracts.settings import KafkaSettings
 from contracts.topics import TopicContract
 
-__all__ = ["create_topics", "delete_topics", "end_offsets", "reachable", "wait_for_partitions"]
+__all__ = ["create_topics", "delete_topics", "end_offsets", "read_range", "reachable", "wait_for_partitions"]
 
 
 def reachable(settings: KafkaSettings, timeout_s: float = 3.0) -> bool:
@@ -87,3 +87,12 @@ def end_offsets(settings: KafkaSettings, topics: list[str], consumer: KafkaConsu
     finally:
         if own:
             consumer.close()
+
+
+def read_range(consumer: KafkaConsumer, tp: TopicPartition, start: int, end: int, max_records: int = 10_000):
+    """The records at offsets [start, end) of one partition, in order (``consumer`` is reassigned to it)."""
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    while consumer.position(tp) < end:
+        for records in consumer.poll(timeout_ms=500, max_records=max_records).values():
+            yield from (r for r in records if r.offset < end)

@@ -27,11 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from contracts.settings import KafkaSettings
+from driftline.kafkautil import read_range
 
 __all__ = ["Continuity"]
 
@@ -61,10 +64,19 @@ class Continuity:
     def _start_offset(self, topic: str, partition: int) -> int:
         """The committed offset of the group for this partition, or the log start when none is committed."""
         tp = TopicPartition(topic, partition)
+        deadline = time.monotonic() + 60
         with self._lock:
             if self._admin is None:
                 self._admin = KafkaAdminClient(**self.settings.kafka_python())
-            committed = self._admin.list_group_offsets({self.group_id: [tp]}).get(self.group_id, {}).get(tp)
+            while True:
+                try:
+                    offsets = self._admin.list_group_offsets({self.group_id: [tp]})
+                    break
+                except KafkaError as exc:  # e.g. no group coordinator yet on a fresh cluster
+                    if not exc.retriable or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            committed = offsets.get(self.group_id, {}).get(tp)
             if committed is not None and committed.offset >= 0:
                 return committed.offset
             return self._reader().beginning_offsets([tp])[tp]
@@ -77,16 +89,8 @@ class Continuity:
 
     def _read(self, topic: str, partition: int, start: int, end: int) -> list:
         """The records at offsets [start, end) of one partition."""
-        tp = TopicPartition(topic, partition)
         with self._lock:
-            consumer = self._reader()
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            out: list = []
-            while consumer.position(tp) < end:
-                for records in consumer.poll(timeout_ms=500, max_records=10_000).values():
-                    out.extend(r for r in records if r.offset < end)
-            return out
+            return list(read_range(self._reader(), TopicPartition(topic, partition), start, end))
 
     async def plan(self, events: Iterable[Any]) -> list[tuple[Any, Any]]:
         """``[(message, event)]`` in order: the batch's records, with any the stream skipped put back.

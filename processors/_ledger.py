@@ -22,6 +22,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from contracts.settings import KafkaSettings
 from contracts.topics import Headers
+from driftline.kafkautil import read_range
 
 __all__ = ["Ledger", "SWEPT", "TAIL"]
 
@@ -32,24 +33,18 @@ SWEPT = "driftline.swept"  # dead letters made by a TTL sweep (out of origin ord
 def scan_tail(consumer: KafkaConsumer, topic: str, partition: int, tail: int = TAIL) -> dict[str, int]:
     """``{origin topic: highest origin offset}`` among the last ``tail`` records of ``topic[partition]``."""
     tp = TopicPartition(topic, partition)
-    consumer.assign([tp])
     end = consumer.end_offsets([tp])[tp]
     start = max(consumer.beginning_offsets([tp])[tp], end - tail)
     hw: dict[str, int] = {}
-    if end <= start:
-        return hw
-    consumer.seek(tp, start)
-    while consumer.position(tp) < end:
-        for records in consumer.poll(timeout_ms=500, max_records=20_000).values():
-            for r in records:
-                h = dict(r.headers or ())
-                if SWEPT in h:
-                    continue
-                origin, off = h.get(Headers.ORIGIN_TOPIC), h.get(Headers.ORIGIN_OFFSET)
-                if origin is None or off is None:
-                    continue
-                o = origin.decode()
-                hw[o] = max(hw.get(o, -1), int(off))
+    for r in read_range(consumer, tp, start, end, max_records=20_000):
+        h = dict(r.headers or ())
+        if SWEPT in h:
+            continue
+        origin, off = h.get(Headers.ORIGIN_TOPIC), h.get(Headers.ORIGIN_OFFSET)
+        if origin is None or off is None:
+            continue
+        o = origin.decode()
+        hw[o] = max(hw.get(o, -1), int(off))
     return hw
 
 

@@ -45,7 +45,7 @@ from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import (PROCESSOR_TABLES, Headers, Role, pipeline_topics, processors_app_id,
-                             processors_internal_topics)
+                             processors_internal_topics, processors_pending_topic)
 from processors import _metrics
 from processors._continuity import Continuity
 from processors._ledger import SWEPT, Ledger
@@ -196,15 +196,14 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     raw = app.topic(topics[Role.RAW].name, key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw")
     names = {role: topics[role].name for role in (Role.CLEAN, Role.FEATURES, Role.DLQ, Role.EXAMPLES)}
-    internal = processors_internal_topics(spec, namespace)
-    pending_t = app.topic(internal[-1].name, partitions=n, internal=True, key_type=bytes, value_type=bytes,
+    pending_t = app.topic(processors_pending_topic(spec, namespace), partitions=n, internal=True, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
     from driftline.kafkautil import create_topics
 
     # Every topic the worker reads or writes, made as the contracts say before faust starts: the
     # outputs are sent to by name, and a table changelog faust made itself at start-up could be
     # missing from its consumer's metadata at the first table write (PartitionsMismatch, 0 partitions).
-    create_topics(settings, list(topics.values()) + internal)
+    create_topics(settings, list(topics.values()) + processors_internal_topics(spec, namespace))
     table = {name: app.Table(name, partitions=n, schema=faust.Schema(key_serializer="json",
                                                                                 value_serializer="json"))
              for name in PROCESSOR_TABLES}
