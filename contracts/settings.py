@@ -37,6 +37,34 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 ENV_PREFIX = "DRIFTLINE_"
 
 
+def _pace_metadata_wakeups() -> None:
+    """Stop kafka-python's producer from spinning while no broker answers.
+
+    In kafka-python 3.0.12, while a partition with queued records has no known leader, the
+    producer's sender asks for a metadata update on every loop, and each ask wakes its own
+    selector, so the next poll returns at once: the learner's producer took a whole core through
+    a Kafka outage (``tests/chaos/test_kafka_outage.py``). An ask while the same update is still
+    pending now only returns the pending future; the refresh loop keeps its retry back-off, and
+    a new update after the pending one completes wakes it as before.
+    """
+    from kafka.cluster import ClusterMetadata
+
+    if getattr(ClusterMetadata, "_driftline_paced", False):
+        return
+    base = ClusterMetadata.request_update
+
+    def request_update(self):
+        with self._lock:
+            pending = self._future
+            if (self._need_update and pending is not None and not pending.is_done
+                    and self._refresh_loop_future is not None):
+                return pending
+        return base(self)
+
+    ClusterMetadata.request_update = request_update
+    ClusterMetadata._driftline_paced = True
+
+
 class KafkaSettings(BaseModel):
     """How to reach the Kafka cluster, and with which credentials."""
 
@@ -66,7 +94,8 @@ class KafkaSettings(BaseModel):
         return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
 
     def kafka_python(self) -> dict:
-        """Keyword arguments for any kafka-python client."""
+        """Keyword arguments for any kafka-python client (and its outage fix, see below)."""
+        _pace_metadata_wakeups()
         kw: dict = {
             "bootstrap_servers": self.bootstrap_list,
             "security_protocol": self.security_protocol,

@@ -37,10 +37,11 @@ def test_a_kafka_outage_is_ridden_out_without_restarts_and_nothing_is_lost(own_k
 
     sizes = {s.name: s.log.stat().st_size for s in (worker, learner, ingest)}
     localkafka.stop(layout.data_dir, timeout=30)
-    cpu = {s.name: sum(psutil.Process(s.proc.pid).cpu_times()[:2]) for s in (worker, learner)}
+    services = (worker, learner, ingest)
+    cpu = {s.name: sum(psutil.Process(s.proc.pid).cpu_times()[:2]) for s in services}
     time.sleep(outage)
     busy = {s.name: (sum(psutil.Process(s.proc.pid).cpu_times()[:2]) - cpu[s.name]) / outage
-            for s in (worker, learner)}
+            for s in services}
     localkafka.start(layout, timeout=240, quiet=True)
 
     wait_until(lambda: not ingest.alive(), 120 + n / rate, what="ingest to finish")
