@@ -49,6 +49,7 @@ from contracts.topics import (PROCESSOR_TABLES, Headers, Role, pipeline_topics, 
 from processors import _metrics
 from processors._continuity import Continuity
 from processors._ledger import SWEPT, Ledger
+from processors._tables import DirectTable
 from processors.join import LabelJoin
 from processors.stage import Outcome, Overlay, Stage, State
 
@@ -204,9 +205,10 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     # outputs are sent to by name, and a table changelog faust made itself at start-up could be
     # missing from its consumer's metadata at the first table write (PartitionsMismatch, 0 partitions).
     create_topics(settings, list(topics.values()) + processors_internal_topics(spec, namespace))
-    table = {name: app.Table(name, partitions=n, schema=faust.Schema(key_serializer="json",
-                                                                                value_serializer="json"))
-             for name in PROCESSOR_TABLES}
+    tables = {name: app.Table(name, partitions=n, schema=faust.Schema(key_serializer="json",
+                                                                       value_serializer="json"))
+              for name in PROCESSOR_TABLES}
+    table = {name: DirectTable(app, t) for name, t in tables.items()}  # every write goes through these
     stage = Stage(spec)
     joiner = LabelJoin(spec.labels.ttl_seconds)
     ledger = Ledger(settings)
@@ -230,16 +232,13 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
         continuity.forget()
         join_continuity.forget()
 
-    def flush(overlay: Overlay, t, by_partition: dict) -> None:
-        def put(k, v, p):
+    async def flush(overlay: Overlay, t: DirectTable, by_partition: dict) -> None:
+        for k, v, p, deleted in overlay.drain():
             _as_current(by_partition[p])
-            t[k] = v
-
-        def delete(k, p):
-            _as_current(by_partition[p])
-            t.pop(k, None)
-
-        overlay.flush(put, delete)
+            if deleted:
+                await t.delete(k, p)
+            else:
+                await t.set(k, v, p)
 
     async def send(topic: str, key, value, partition=None, headers=None):
         """Hand one record to the producer; the returned future resolves once the broker has it.
@@ -316,9 +315,9 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                                                      f"{type(exc).__name__}: {exc}", src, p, o))
             # Steps 4-5: the outputs first, then the state that says they exist.
             await asyncio.gather(*pending)
-            flush(state.seen, table["seen"], by_partition)
-            flush(state.keys, table["keys"], by_partition)
-            flush(state.clocks, table["clocks"], by_partition)
+            await flush(state.seen, table["seen"], by_partition)
+            await flush(state.keys, table["keys"], by_partition)
+            await flush(state.clocks, table["clocks"], by_partition)
             continuity.acknowledge(app.consumer)
             for p, event in by_partition.items():
                 ledger.advance([names[r] for r in roles], p, event.message.topic, last[p])
@@ -339,7 +338,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             swept[("stage", p)] = clock["wm"]
             items = (list(table["seen"].items()), list(table["keys"].items()))
             for store_name, k in list(stage.expired_entries(items, p, clock["wm"])):
-                table[store_name].pop(k, None)
+                await table[store_name].delete(k, p)
 
     join_source = app.topic(topics[Role.LABELS].name, pending_t.get_topic_name(), key_type=bytes,
                             value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=n)
@@ -393,7 +392,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                         elif hw[(names[Role.DLQ], q)].get(src, -1) < o:
                             pending.append(await dead_letter(msg.key, msg.value, a.reason, a.message, src, q, o))
             await asyncio.gather(*pending)
-            flush(joins, table["joins"], by_partition)
+            await flush(joins, table["joins"], by_partition)
             join_continuity.acknowledge(app.consumer)
             for m in handled:
                 ledger.advance([names[Role.EXAMPLES], names[Role.DLQ]], m.partition, m.topic, m.offset)
@@ -422,9 +421,9 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             await asyncio.gather(*sends)
             for eid, entry in changes:
                 if entry is None:
-                    table["joins"].pop(eid, None)
+                    await table["joins"].delete(eid, q)
                 else:
-                    table["joins"][eid] = entry
+                    await table["joins"].set(eid, entry, q)
 
     if delayed:
         app.agent(join_source, name="join_labels")(join_labels)

@@ -37,8 +37,16 @@ _DELETED = object()
 
 
 class Overlay:
-    """Reads through to ``base``; holds writes, with the partition they belong to, until :meth:`flush`
-    (the app flushes only after the batch's outputs are acknowledged)."""
+    """Reads through to ``base``; holds writes, with the partition they belong to, until :meth:`drain`
+    (the app applies them only after the batch's outputs are acknowledged).
+
+    >>> o = Overlay({"a": 1, "b": 2})
+    >>> o["a"] = 10; o.partition = 1; del o["b"]
+    >>> o.get("a"), o.get("b"), o.base["b"]
+    (10, None, 2)
+    >>> o.drain(), o.changes
+    ([('a', 10, 0, False), ('b', None, 1, True)], {})
+    """
 
     __slots__ = ("base", "changes", "partition")
 
@@ -59,16 +67,10 @@ class Overlay:
     def __delitem__(self, key) -> None:
         self.changes[key] = (_DELETED, self.partition)
 
-    def flush(self, apply_set, apply_del) -> int:
-        """Apply the held writes: ``apply_set(key, value, partition)``, ``apply_del(key, partition)``."""
-        n = len(self.changes)
-        for k, (v, p) in self.changes.items():
-            if v is _DELETED:
-                apply_del(k, p)
-            else:
-                apply_set(k, v, p)
-        self.changes = {}
-        return n
+    def drain(self):
+        """Take the held writes: ``(key, value, partition, deleted)``."""
+        changes, self.changes = self.changes, {}
+        return [(k, None, p, True) if v is _DELETED else (k, v, p, False) for k, (v, p) in changes.items()]
 
 
 @dataclass
