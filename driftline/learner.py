@@ -45,6 +45,9 @@ __all__ = ["LearnerService", "LearnerStats"]
 log = logging.getLogger("driftline.learner")
 
 EVENT, LABEL = 1, 0  # at equal time a label goes first
+# How long the broker may hold a fetch that has nothing yet (kafka-python's default is 500 ms): the
+# processors' worker saw its fetches held for the whole wait while records were arriving.
+FETCH_MAX_WAIT_MS = 50
 
 
 @dataclass
@@ -86,6 +89,7 @@ class LearnerService:
         self.consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
                                       max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
                                       max_partition_fetch_bytes=16 * 1024 * 1024, metrics_enabled=False,
+                                      fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                                       reconnect_backoff_max_ms=5000)
         # Through a broker outage the producer holds and retries (up to 10 minutes) rather than fail:
         # send() blocks when its buffer is full, which is the back-pressure we want.
