@@ -31,10 +31,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["KafkaSettings", "DEFAULT_BOOTSTRAP"]
+__all__ = ["KafkaSettings", "DEFAULT_BOOTSTRAP", "FETCH_MAX_WAIT_MS"]
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 ENV_PREFIX = "DRIFTLINE_"
+# How long a consumer lets the broker hold a fetch that has nothing yet (faust sets 1,500 ms,
+# kafka-python 500 ms): the processors' worker saw a fetch held for the whole wait while records
+# were arriving, which stalled it at half load (README, Benchmarks). Used by the worker and the learner.
+FETCH_MAX_WAIT_MS = 50
 
 
 def _pace_metadata_wakeups() -> None:

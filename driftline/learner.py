@@ -32,7 +32,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from contracts import serde
-from contracts.settings import KafkaSettings
+from contracts.settings import FETCH_MAX_WAIT_MS, KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import Role, pipeline_topics
 from driftline import _learner_metrics
@@ -45,9 +45,6 @@ __all__ = ["LearnerService", "LearnerStats"]
 log = logging.getLogger("driftline.learner")
 
 EVENT, LABEL = 1, 0  # at equal time a label goes first
-# How long the broker may hold a fetch that has nothing yet (kafka-python's default is 500 ms): the
-# processors' worker saw its fetches held for the whole wait while records were arriving.
-FETCH_MAX_WAIT_MS = 50
 
 
 @dataclass
