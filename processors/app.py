@@ -234,8 +234,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     raw = app.topic(topics[Role.RAW].name, key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw")
     names = {role: topics[role].name for role in (Role.CLEAN, Role.FEATURES, Role.DLQ, Role.EXAMPLES)}
-    pending_t = app.topic(processors_pending_topic(spec, namespace), partitions=n, internal=True, key_type=bytes, value_type=bytes,
-                          key_serializer="raw", value_serializer="raw")
+    pending_name = processors_pending_topic(spec, namespace)  # made below with the other internal topics
     from driftline.kafkautil import create_topics
 
     # Every topic the worker reads or writes, made as the contracts say before faust starts: the
@@ -253,7 +252,6 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     stats = {"in": 0, "clean": 0, "dlq": 0, "late": 0, "examples": 0, "expired_events": 0,
              "unknown_labels": 0, "expired_labels": 0, "duplicate_labels": 0, "suppressed": 0}
     app.driftline_stats = stats  # type: ignore[attr-defined]
-    pending_name = pending_t.get_topic_name()
     app.driftline_topics = {"pending": pending_name}  # type: ignore[attr-defined]
     swept: dict[tuple[str, int], float] = {}
 
@@ -377,7 +375,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             for store_name, k in list(stage.expired_entries(items, p, clock["wm"])):
                 await table[store_name].delete(k, p)
 
-    join_source = app.topic(topics[Role.LABELS].name, pending_t.get_topic_name(), key_type=bytes,
+    join_source = app.topic(topics[Role.LABELS].name, pending_name, key_type=bytes,
                             value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=n)
 
     async def join_labels(stream):
