@@ -49,6 +49,7 @@ from contracts.topics import (PROCESSOR_TABLES, Headers, Role, pipeline_topics, 
 from processors import _metrics
 from processors._continuity import Continuity
 from processors._ledger import SWEPT, Ledger
+from processors._outbox import Outbox
 from processors._tables import DirectTable
 from processors.join import LabelJoin
 from processors.stage import Outcome, Overlay, Stage, State
@@ -271,24 +272,27 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
         for k, v, p, deleted in overlay.drain():
             _as_current(by_partition[p])
             if deleted:
-                await t.delete(k, p)
+                t.delete(k, p)
             else:
-                await t.set(k, v, p)
+                t.set(k, v, p)
+        await t.send_changelog()
 
-    async def send(topic: str, key, value, partition=None, headers=None):
-        """Hand one record to the producer; the returned future resolves once the broker has it.
+    def outbox() -> Outbox:
+        """Where an agent puts a batch's outputs: straight to faust's producer rather than through
+        ``Topic.send`` (faust's per-message channel machinery was a third of the agent's time), and
+        as whole record batches (processors/_outbox.py)."""
+        return Outbox(app.producer._ensure_producer())
 
-        Straight to faust's producer rather than through ``Topic.send``: the outputs are raw bytes to
-        a known partition, and faust's per-message channel machinery was a third of the agent's time.
-        """
-        return await app.producer.send(topic, key, value, partition, None, headers)
-
-    async def dead_letter(key, value, reason: str, message: str, topic: str, partition: int, offset: int,
-                          extra_headers=()):
+    def dead_letter(out: Outbox, key, value, reason: str, message: str, topic: str, partition: int, offset: int,
+                    extra_headers=()) -> None:
         _metrics.dead_lettered(reason)
         stats["dlq"] += 1
         headers = dead_letter_headers(reason, message, topic, partition, offset) + list(extra_headers)
-        return await send(names[Role.DLQ], key, value, partition, headers)
+        out.add(names[Role.DLQ], partition, key, value, headers)
+
+    async def deliver(out: Outbox) -> None:
+        """Queue the outbox and wait until the broker has every record of it."""
+        await asyncio.gather(*await out.send())
 
     @app.agent(raw)
     async def clean_and_featurize(stream):
@@ -298,7 +302,8 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             roles = (Role.CLEAN, Role.FEATURES, Role.DLQ, Role.EXAMPLES)
             hw = await ledger.snapshot([(names[r], p) for r in roles for p in parts])
             state = State(Overlay(table["seen"]), Overlay(table["keys"]), Overlay(table["clocks"]))
-            by_partition, pending, last = {}, [], {}
+            out = outbox()
+            by_partition, last = {}, {}
             for msg, event in await continuity.plan(events):
                 p, o, src = msg.partition, msg.offset, msg.topic
                 last[p] = o
@@ -322,34 +327,33 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                 try:
                     if res.reason is not None:
                         if fresh(Role.DLQ):
-                            pending.append(await dead_letter(msg.key, msg.value, res.reason, res.message, src, p, o))
+                            dead_letter(out, msg.key, msg.value, res.reason, res.message, src, p, o)
                         continue
                     stats["clean"] += 1
                     c = res.clean
                     key = c.key.encode() if c.key is not None else None
                     headers = origin_headers(src, p, o)
                     if fresh(Role.CLEAN):
-                        pending.append(await send(names[Role.CLEAN], key, serde.dumps(c.as_value()), p, headers))
+                        out.add(names[Role.CLEAN], p, key, serde.dumps(c.as_value()), headers)
                     if res.replayed:
                         continue  # its features are in the state, so its outputs were written before
                     vec = {"v": 1, "id": c.id, "key": c.key, "ts": c.ts, "x": res.features}
                     if c.y is not None:
                         vec["y"] = c.y
                     if fresh(Role.FEATURES):
-                        pending.append(await send(names[Role.FEATURES], key, serde.dumps(vec), p, headers))
-                    if delayed:
-                        pending.append(await send(pending_name, c.id.encode(), serde.dumps(vec), None, headers))
+                        out.add(names[Role.FEATURES], p, key, serde.dumps(vec), headers)
+                    if delayed:  # keyed by event id, partitioned as the labels are
+                        out.add(pending_name, id_partition(c.id, n), c.id.encode(), serde.dumps(vec), headers)
                     elif c.y is not None and fresh(Role.EXAMPLES):
                         ex = {"v": 1, "id": c.id, "key": c.key, "ts": c.ts, "event_ts": c.ts,
                               "x": res.features, "y": c.y}
                         stats["examples"] += 1
-                        pending.append(await send(names[Role.EXAMPLES], key, serde.dumps(ex), p, headers))
+                        out.add(names[Role.EXAMPLES], p, key, serde.dumps(ex), headers)
                 except Exception as exc:  # noqa: BLE001
                     log.exception("sending failed for %s[%s]@%s", src, p, o)
-                    pending.append(await dead_letter(msg.key, msg.value, "processing_error",
-                                                     f"{type(exc).__name__}: {exc}", src, p, o))
+                    dead_letter(out, msg.key, msg.value, "processing_error", f"{type(exc).__name__}: {exc}", src, p, o)
             # Steps 4-5: the outputs first, then the state that says they exist.
-            await asyncio.gather(*pending)
+            await deliver(out)
             await flush(state.seen, table["seen"], by_partition)
             await flush(state.keys, table["keys"], by_partition)
             await flush(state.clocks, table["clocks"], by_partition)
@@ -373,7 +377,9 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             swept[("stage", p)] = clock["wm"]
             items = (list(table["seen"].items()), list(table["keys"].items()))
             for store_name, k in list(stage.expired_entries(items, p, clock["wm"])):
-                await table[store_name].delete(k, p)
+                table[store_name].delete(k, p)
+            for name in ("seen", "keys"):
+                await table[name].send_changelog()
 
     join_source = app.topic(topics[Role.LABELS].name, pending_name, key_type=bytes,
                             value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=n)
@@ -384,7 +390,8 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             parts = {e.message.partition for e in events}
             hw = await ledger.snapshot([(names[r], q) for r in (Role.EXAMPLES, Role.DLQ) for q in parts])
             joins = Overlay(table["joins"])
-            by_partition, pending, handled = {}, [], []
+            out = outbox()
+            by_partition, handled = {}, []
             for msg, event in await join_continuity.plan(events):
                 q, o, src = msg.partition, msg.offset, msg.topic
                 handled.append(msg)
@@ -408,25 +415,23 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                 except Exception as exc:  # noqa: BLE001 - a bad label is dead-lettered, never fatal
                     actions = []
                     if hw[(names[Role.DLQ], q)].get(src, -1) < o:
-                        pending.append(await dead_letter(msg.key, msg.value, "bad_label",
-                                                         f"{type(exc).__name__}: {exc}", src, q, o))
+                        dead_letter(out, msg.key, msg.value, "bad_label", f"{type(exc).__name__}: {exc}", src, q, o)
                 for a in actions:
                     if a.kind == "example":
                         stats["examples"] += 1
                         if hw[(names[Role.EXAMPLES], q)].get(src, -1) < o:
                             k = a.key.encode() if a.key is not None else None
-                            pending.append(await send(names[Role.EXAMPLES], k, serde.dumps(a.value), q,
-                                                      origin_headers(src, q, o)))
+                            out.add(names[Role.EXAMPLES], q, k, serde.dumps(a.value), origin_headers(src, q, o))
                     elif a.kind == "expired":
                         stats["expired_events"] += 1
                     elif a.kind == "dead":
                         stats[a.reason + "s"] = stats.get(a.reason + "s", 0) + 1
                         if src != labels_name:  # a waiting label, dead-lettered when its event came
-                            pending.append(await dead_letter(rec["id"].encode(), a.raw, a.reason, a.message,
-                                                             labels_name, q, a.origin, [(SWEPT, b"1")]))
+                            dead_letter(out, rec["id"].encode(), a.raw, a.reason, a.message,
+                                        labels_name, q, a.origin, [(SWEPT, b"1")])
                         elif hw[(names[Role.DLQ], q)].get(src, -1) < o:
-                            pending.append(await dead_letter(msg.key, msg.value, a.reason, a.message, src, q, o))
-            await asyncio.gather(*pending)
+                            dead_letter(out, msg.key, msg.value, a.reason, a.message, src, q, o)
+            await deliver(out)
             await flush(joins, table["joins"], by_partition)
             join_continuity.acknowledge(app.consumer)
             for m in handled:
@@ -444,28 +449,39 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             swept[("join", q)] = clock["wm"]
             mine = [(k, v) for k, v in table["joins"].items()
                     if not k.startswith("\x00") and id_partition(k, n) == q]
-            sends, changes = [], []
+            out, changes = outbox(), []
             for eid, action, entry in joiner.expire(mine, clock["wm"]):
                 if action is not None and action.kind == "expired":
                     stats["expired_events"] += 1
                 elif action is not None:
                     stats["unknown_labels"] += 1
-                    sends.append(await dead_letter(eid.encode(), action.raw, action.reason, action.message,
-                                                   labels_name, q, action.origin, [(SWEPT, b"1")]))
+                    dead_letter(out, eid.encode(), action.raw, action.reason, action.message,
+                                labels_name, q, action.origin, [(SWEPT, b"1")])
                 changes.append((eid, entry))
-            await asyncio.gather(*sends)
+            await deliver(out)
             for eid, entry in changes:
                 if entry is None:
-                    await table["joins"].delete(eid, q)
+                    table["joins"].delete(eid, q)
                 else:
-                    await table["joins"].set(eid, entry, q)
+                    table["joins"].set(eid, entry, q)
+            await table["joins"].send_changelog()
 
     if delayed:
         app.agent(join_source, name="join_labels")(join_labels)
 
     @app.timer(1.0)
     async def commit_positions() -> None:
-        """Commit what is done (see :mod:`processors._continuity`); a failed commit is retried next time."""
+        """Commit what is done (see :mod:`processors._continuity`); a failed commit is retried next time.
+
+        Never past a changelog write the broker refused: the worker stops instead, and a restart
+        redoes the work from the last commit."""
+        await app.producer.flush()
+        failures = [f for t in table.values() for f in t.failures]
+        if failures:
+            log.critical("stopping: %d changelog batch(es) were not written (%r); the inputs since the last "
+                         "commit are processed again on restart", len(failures), failures[0])
+            await app.crash(failures[0])
+            return
         for c in (continuity, join_continuity):
             try:
                 await c.commit(app.consumer)

@@ -1,0 +1,75 @@
+"""The outbox's grouping into record batches, and the tables' fast decoding, against the real
+aiokafka builders and faust's own codec (no broker: the integration tests send through Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
+from faust.serializers import codecs
+
+from processors._outbox import Outbox
+from processors._tables import DirectTable
+
+
+class Recorder:
+    """Stands in for AIOKafkaProducer's two batch calls; keeps what would be sent, in order."""
+
+    def __init__(self, batch_size: int = 1024):
+        self.batch_size = batch_size
+        self.sent: list[tuple[str, int, list]] = []
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(self.batch_size, 0)
+
+    async def send_batch(self, builder, topic, *, partition):
+        records = [(r.key, r.value, list(r.headers)) for r in DefaultRecordBatch(bytearray(builder._build()))]
+        self.sent.append((topic, partition, records))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+def test_records_are_grouped_per_topic_partition_in_order():
+    rec = Recorder()
+    out = Outbox(rec)
+    out.add("a", 0, b"k1", b"v1")
+    out.add("b", 1, None, b"v2", [("h", b"x")])
+    out.add("a", 0, b"k3", None)
+    out.add("a", 1, b"k4", b"v4")
+    assert len(out) == 4
+    futures = asyncio.run(out.send())
+    assert len(futures) == 3
+    assert rec.sent == [("a", 0, [(b"k1", b"v1", []), (b"k3", None, [])]),
+                        ("b", 1, [(None, b"v2", [("h", b"x")])]),
+                        ("a", 1, [(b"k4", b"v4", [])])]
+    assert len(out) == 0 and asyncio.run(out.send()) == []
+
+
+def test_a_full_batch_is_sent_before_the_next_of_its_partition_and_big_records_fit():
+    rec = Recorder(batch_size=200)
+    out = Outbox(rec)
+    values = [bytes([65 + i]) * 60 for i in range(6)] + [b"z" * 5000]
+    for v in values:
+        out.add("t", 0, None, v)
+    asyncio.run(out.send())
+    assert len(rec.sent) > 2
+    assert [v for _, _, records in rec.sent for _, v, _ in records] == values
+
+
+def test_fast_item_decoding_matches_faust_json_codec():
+    entries = {"ev-1": {"p": 0, "o": 12, "ts": 1.5}, "\x003": {"p": 3, "at": 7, "s": {"n": [1, 2.5, None]}},
+               "ключ": {"wm": None, "o": -1}}
+
+    class Store:
+        def _iteritems(self):
+            return [(codecs.dumps("json", k), codecs.dumps("json", v)) for k, v in entries.items()]
+
+    class Table:
+        data = Store()
+
+    assert dict(DirectTable(None, Table()).items()) == entries
+    assert all(orjson.loads(codecs.dumps("json", v)) == codecs.loads("json", codecs.dumps("json", v))
+               for v in entries.values())
