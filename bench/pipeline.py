@@ -15,7 +15,8 @@ predictions topic:
 Throughput is events over the span between the first and the last prediction's broker append
 time (the predictions topics use ``LogAppendTime``), so start-up and group joins are excluded.
 Latency is measured at a steady feed of half driftline's throughput: each event's time is the
-wall clock when it is sent, and its latency runs to the broker's append of its prediction.
+wall clock when it is sent, and its latency runs to the broker's append of its prediction. The
+feed sends one event at a time with aiokafka (:func:`feed`).
 
 Scaling: a 6-partition raw topic, one worker and one learner against two workers and two learner
 shards (``--shard 0/2``, ``1/2``).
@@ -248,16 +249,53 @@ def throughput(variant: str, settings, bootstrap: str, n: int, keys: int, partit
             "seconds": round((watch.last - watch.first) / 1000.0, 2)}
 
 
+def feed(settings: KafkaSettings, topic: str, items, rate: float | None = None) -> float:
+    """Send ``items`` ((key, make_value) pairs; ``make_value()`` stamps the event at its send time) one
+    at a time, ``rate`` per second (or at once); the seconds it took.
+
+    aiokafka (a faust dependency), one record per send with ``linger_ms=1``: a kafka-python producer
+    sending 2,000 events/s one by one took half a core of the two, which the pipeline under test
+    then did not have.
+    """
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    if settings.security_protocol != "PLAINTEXT":
+        raise SystemExit("bench.pipeline feeds a PLAINTEXT broker only (its own, or DRIFTLINE_BOOTSTRAP_SERVERS)")
+
+    async def run() -> float:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all", linger_ms=1)
+        await producer.start()
+        try:
+            t0 = time.time()
+            for j, (key, make_value) in enumerate(items):
+                if rate:
+                    ahead = t0 + j / rate - time.time()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                await producer.send(topic, make_value(), key=key)
+            sent = time.time() - t0
+            await producer.flush()
+            return sent
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
+
+
 def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float, keys: int) -> dict:
     """p50/p99 of event time → prediction appended, at a steady ``rate`` of events per second."""
     run = Run(settings, 2)
-    producer = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=1)
     rng, w = random.Random(5), weights()
+
+    def events(start: int, n: int):
+        for i in range(start, start + n):
+            key = f"k{rng.randrange(keys)}"
+            yield key.encode(), lambda i=i, key=key: envelope(i, key, time.time(), rng, w)
+
     warm = 200
-    for i in range(warm):  # until every service answers: start-up and group joins are not measured
-        key = f"k{rng.randrange(keys)}"
-        producer.send(run.raw, key=key.encode(), value=envelope(i, key, time.time(), rng, w))
-    producer.flush()
+    feed(settings, run.raw, events(0, warm))  # until every service answers: start-up and joins are not measured
     watch = Watch(settings, run.predictions(variant))
     watch.start()
     with tempfile.TemporaryDirectory(prefix="dl-proof-bench-") as d:
@@ -265,20 +303,11 @@ def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float,
         try:
             watch.wait(warm, procs, 300, f"{variant} warm-up")
             total = int(rate * seconds)
-            t0 = time.time()
-            watch.since_ts = t0
-            for j in range(total):
-                ahead = t0 + j / rate - time.time()
-                if ahead > 0:
-                    time.sleep(ahead)
-                key = f"k{rng.randrange(keys)}"
-                producer.send(run.raw, key=key.encode(), value=envelope(warm + j, key, time.time(), rng, w))
-            producer.flush()
-            sent_s = time.time() - t0
+            watch.since_ts = time.time()
+            sent_s = feed(settings, run.raw, events(warm, total), rate)
             watch.wait(warm + total, procs, 120 + seconds, f"{variant} latency run")
         finally:
             stop_all(procs)
-            producer.close()
             watch.close()
             run.delete()
     lat = watch.latencies_ms

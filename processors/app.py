@@ -155,6 +155,83 @@ def _prompt_fetches(max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
     cls._driftline_prompt = True
 
 
+def _batched_delivery(yield_every: int = 500) -> None:
+    """Hand each fetched batch of records to the streams in one step, not one step per record.
+
+    faust's fetcher loop (``Consumer._drain_messages``) delivers every record through
+    ``Service.wait_first(callback(message), suspend_flow.wait())``: four tasks and an
+    ``asyncio.wait`` per record, and at least two turns of the event loop, each of which may run a
+    whole agent batch first. At 1,800 events/s the worker called ``getmany`` only every 100-200 ms,
+    and while records of a partition waited in aiokafka's buffer the fetcher sent no new fetch for
+    it: raw records reached the agent 300-600 ms after they were written (per-record timings of
+    fetch, ``getmany`` and the agent, ``bench/pipeline`` latency run). Here the records of one
+    ``getmany`` are delivered in order by one coroutine, raced once against ``suspend_flow`` as
+    faust does per record: a rebalance still stops delivery at once, and a record is marked read
+    only after it was delivered. Everything else (read offsets, gaps, commit-every) is faust's.
+    """
+    from faust.transport import consumer as fc
+
+    if getattr(fc.Consumer, "_driftline_batched", False):
+        return
+
+    async def _drain_messages(self, fetcher) -> None:  # the fetcher service's background loop
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        sleep = asyncio.sleep
+
+        async def deliver(batch) -> None:
+            for i, (tp, message) in enumerate(batch, 1):
+                offset = message.offset
+                r_offset = get_read_offset(tp)
+                if r_offset is None or offset >= r_offset:
+                    gap = offset - (r_offset or 0)
+                    if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    await callback(message)
+                    set_read_offset(tp, offset)
+                if i % yield_every == 0:
+                    await sleep(0)
+
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(fc.CONSUMER_FETCHING)
+                ait = getmany(timeout=1.0)
+                await self.sleep(0)
+                if not self.should_stop:
+                    batch = [item async for item in ait]
+                    if batch:
+                        await self.wait_first(deliver(batch), self.suspend_flow.wait())
+                unset_flag(fc.CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(fc.CONSUMER_FETCHING)
+
+    fc.Consumer._drain_messages = _drain_messages
+    fc.Consumer._driftline_batched = True
+
+
 def _fast_running_loop() -> None:
     """aiokafka makes a future per message sent, and finds the loop for it with
     ``asyncio.get_event_loop()`` and an ``is_running()`` check in Python: 6.6% of the worker's time
@@ -202,6 +279,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     _idempotent_producer()
     _roomy_changelog_buffer()
     _fast_running_loop()
+    _batched_delivery()
     _prompt_fetches()
     _metadata_backoff()
     data = _datadir(app_id, datadir)
