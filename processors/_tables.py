@@ -77,6 +77,30 @@ class DirectTable:
             return store.items()  # the memory store holds the values themselves
         return ((_loads(k), _loads(v)) for k, v in raw())
 
+    def scan(self, partition: int, after: bytes | None, limit: int) -> tuple[list, bytes | None]:
+        """Up to ``limit`` decoded ``(key, value)`` entries of ``partition``'s store, from the first key
+        after ``after`` (``None``: from the start); and the cursor to pass next (``None``: done).
+
+        The rocksdb store keeps a database per partition, so a sweep of one partition reads only
+        that partition's entries, and in chunks: no iterator is kept across calls (a rebalance may
+        close the database in between), and a sweep of a large store never stalls the stream. The
+        memory store is read whole.
+        """
+        store = self.store
+        db_for = getattr(store, "_db_for_partition", None)
+        if db_for is None or not hasattr(store, "_iteritems"):
+            return list(store.items()), None
+        out, last = [], None
+        skip = {after, store.offset_key}
+        for k, v in (db_for(partition).items(from_key=after) if after is not None else db_for(partition).items()):
+            if k in skip:
+                continue
+            out.append((_loads(k), _loads(v)))
+            last = k
+            if len(out) >= limit:
+                return out, last
+        return out, None
+
     def set(self, key, value, partition: int) -> None:
         store = self.store
         store[key] = value

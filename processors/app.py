@@ -62,6 +62,7 @@ BATCH = 1000
 BATCH_WITHIN_S = 0.01
 STORES = {"rocksdb": "rocksdb://", "memory": "memory://"}
 DLQ_MAX_BYTES = 16 * 1024 * 1024
+SWEEP_CHUNK = 2000  # store entries a TTL sweep reads per batch and partition
 
 
 def dead_letter_headers(reason: str, message: str, topic: str, partition: int, offset: int) -> list:
@@ -333,15 +334,18 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     app.driftline_stats = stats  # type: ignore[attr-defined]
     app.driftline_topics = {"pending": pending_name}  # type: ignore[attr-defined]
     swept: dict[tuple[str, int], float] = {}
+    sweeps: dict[int, dict] = {}  # partition → the stage sweep in progress (processors/app.py sweep_stage)
 
     @app.on_partitions_revoked.connect
     async def _revoked(app_, revoked, **kwargs) -> None:
+        sweeps.clear()
         ledger.forget()
         continuity.forget()
         join_continuity.forget()
 
     @app.on_partitions_assigned.connect
     async def _assigned(app_, assigned, **kwargs) -> None:
+        sweeps.clear()
         ledger.forget()
         continuity.forget()
         join_continuity.forget()
@@ -442,22 +446,35 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             _metrics.observe_batch(app, events, started)
 
     async def sweep_stage(by_partition: dict) -> None:
-        """Drop dedup and key state past its TTL, per partition, when its clock has moved on enough."""
+        """Drop dedup and key state past its TTL, per partition, once its clock has moved on by a
+        quarter of the TTL since the last sweep started. A sweep reads the partition's stores in
+        chunks of ``SWEEP_CHUNK`` entries, one chunk per batch, judged against the clock at its start."""
         horizon = min(stage.dedup_ttl, stage.featurizer.ttl)
         for p, event in by_partition.items():
             _as_current(event)
-            clock = table["clocks"].get(str(p))
-            if not clock or clock["wm"] is None:
-                continue
-            last = swept.setdefault(("stage", p), clock["wm"])
-            if clock["wm"] - last < horizon / 4:
-                continue
-            swept[("stage", p)] = clock["wm"]
-            items = (list(table["seen"].items()), list(table["keys"].items()))
-            for store_name, k in list(stage.expired_entries(items, p, clock["wm"])):
-                table[store_name].delete(k, p)
-            for name in ("seen", "keys"):
-                await table[name].send_changelog()
+            job = sweeps.get(p)
+            if job is None:
+                clock = table["clocks"].get(str(p))
+                if not clock or clock["wm"] is None:
+                    continue
+                last = swept.setdefault(("stage", p), clock["wm"])
+                if clock["wm"] - last < horizon / 4:
+                    continue
+                swept[("stage", p)] = clock["wm"]
+                job = sweeps[p] = {"now": clock["wm"], "stores": ["seen", "keys"], "after": None}
+            budget = SWEEP_CHUNK
+            while job["stores"] and budget > 0:
+                name = job["stores"][0]
+                items, job["after"] = table[name].scan(p, job["after"], budget)
+                budget -= len(items) + 1
+                for k in list(stage.expired(name, items, p, job["now"])):
+                    table[name].delete(k, p)
+                if job["after"] is None:
+                    job["stores"].pop(0)
+            if not job["stores"]:
+                del sweeps[p]
+        for name in ("seen", "keys"):
+            await table[name].send_changelog()
 
     join_source = app.topic(topics[Role.LABELS].name, pending_name, key_type=bytes,
                             value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=n)

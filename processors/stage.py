@@ -148,12 +148,24 @@ class Stage:
         state.keys[skey] = {"p": partition, "at": offset, "s": new}
         return Outcome(clean=clean, features=x, event_id=clean.id)
 
-    def expired_entries(self, state_items, partition: int, now: float):
-        """Keys of ``seen`` and ``keys`` entries of ``partition`` past their TTL at ``now``: ``(store, key)``."""
-        seen_items, key_items = state_items
-        for k, v in seen_items:
-            if v["p"] == partition and v["ts"] < now - self.dedup_ttl:
-                yield "seen", k
-        for k, v in key_items:
-            if v["p"] == partition and self.featurizer.expired(v["s"], now):
-                yield "keys", k
+    def expired(self, store: str, items, partition: int, now: float):
+        """Keys among ``items`` of ``store`` (``"seen"`` or ``"keys"``) of ``partition`` past their TTL at ``now``.
+
+        >>> from contracts.spec import load_spec_text
+        >>> stage = Stage(load_spec_text('''
+        ... name: demo
+        ... schema: {fields: {id: str, v: float, y: bool}, id: id, label: y, dedup_seconds: 10}
+        ... models: {lr: {estimator: linear_model.LogisticRegression}}
+        ... '''))
+        >>> list(stage.expired("seen", [("a", {"p": 0, "o": 1, "ts": 5.0}), ("b", {"p": 0, "o": 2, "ts": 50.0}),
+        ...                             ("c", {"p": 1, "o": 1, "ts": 5.0})], 0, 30.0))
+        ['a']
+        """
+        if store == "seen":
+            for k, v in items:
+                if v["p"] == partition and v["ts"] < now - self.dedup_ttl:
+                    yield k
+        else:
+            for k, v in items:
+                if v["p"] == partition and self.featurizer.expired(v["s"], now):
+                    yield k

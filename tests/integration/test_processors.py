@@ -317,3 +317,54 @@ def test_poison_records_are_all_dead_lettered_with_reason_and_origin_and_the_wor
         wait_until(lambda: committed() == {p: e for p, e in ends.items() if e}, 30, what="offsets committed")
     finally:
         admin.close()
+
+
+def test_state_past_its_ttl_is_swept_from_the_tables_and_their_changelogs(pipeline, settings, namespace):
+    """Keys that fall idle lose their feature state, and event ids their dedup entry, once the
+    partition's event-time clock is past the TTL: the sweep deletes them from the store and writes
+    a tombstone to the changelog (what a restarted worker recovers). Recent state stays."""
+    import json
+
+    from contracts.topics import table_changelog
+    from processors.testing import Record
+
+    ttl = 200.0
+    spec, path, topics = pipeline()
+    text = path.read_text().replace("dedup_seconds: 100000", f"dedup_seconds: {ttl:g}").replace(
+        "  allowed_lateness_seconds: 15", f"  allowed_lateness_seconds: 15\n  ttl_seconds: {ttl:g}")
+    path.write_text(text)
+    spec = load_spec_text(text)
+
+    def events(first: int, n: int, prefix: str):  # one event per second of event time
+        for i in range(first, first + n):
+            eid, k = f"e{i}", f"{prefix}{i % 40}"
+            data = {"id": eid, "k": k, "t": float(i), "v": 1.0, "c": "a", "y": 0.5}
+            yield Record(eid, k.encode(), serde.dumps({"v": 1, "id": eid, "ts": float(i), "key": k, "data": data}),
+                         "clean", float(i))
+
+    old, new = list(events(0, 2000, "old")), list(events(2000, 2000, "new"))
+    produce(settings, topics[Role.RAW].name, old + new)
+    worker = pipeline.start(path)
+    wait_processed(settings, topics, len(old) + len(new), [worker])
+
+    def live(table: str) -> dict:
+        state = {}
+        for r in read_topic(settings, table_changelog(spec, namespace, table)):
+            state[json.loads(r.key)] = None if r.value is None else json.loads(r.value)
+        return {k: v for k, v in state.items() if v is not None}
+
+    # Each partition's clock ends near 4,000 s; a sweep starts every ttl/4 of it: everything older than
+    # 4,000 - ttl - ttl/4 - a batch's worth of disorder is gone, everything of the last ttl/2 is there.
+    horizon = 4000 - ttl - ttl / 4 - 100
+
+    def swept() -> bool:
+        keys, seen = live("keys"), live("seen")
+        return (not any(k.startswith("old") for k in keys)
+                and all(v["ts"] >= horizon for v in seen.values()))
+
+    wait_until(swept, 60, what="idle keys and old event ids swept")
+    keys, seen = live("keys"), live("seen")
+    assert {f"new{i}" for i in range(40)} <= set(keys)
+    assert {f"e{i}" for i in range(4000 - int(ttl / 2), 4000)} <= set(seen)
+    assert worker.alive()
+

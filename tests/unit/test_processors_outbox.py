@@ -73,3 +73,41 @@ def test_fast_item_decoding_matches_faust_json_codec():
     assert dict(DirectTable(None, Table()).items()) == entries
     assert all(orjson.loads(codecs.dumps("json", v)) == codecs.loads("json", codecs.dumps("json", v))
                for v in entries.values())
+
+
+def test_scan_reads_one_partition_in_chunks_from_a_cursor(tmp_path):
+    """DirectTable.scan on a real rocksdict database per partition, as faust's rocksdb store keeps them."""
+    import rocksdict
+
+    opts = rocksdict.Options(raw_mode=True)
+    dbs = {p: rocksdict.Rdict(str(tmp_path / f"p{p}"), options=opts) for p in (0, 1)}
+    for p, db in dbs.items():
+        for i in range(25):
+            db[codecs.dumps("json", f"k{p}-{i:02d}")] = codecs.dumps("json", {"p": p, "i": i})
+        db[b"__faust\x00offset__"] = b"17"
+
+    class Store:
+        offset_key = b"__faust\x00offset__"
+
+        def _db_for_partition(self, p):
+            return dbs[p]
+
+        def _iteritems(self):
+            raise AssertionError("a partition scan must not read every partition")
+
+    class Table:
+        data = Store()
+
+    t = DirectTable(None, Table())
+    seen, after, calls = [], None, 0
+    while True:
+        items, after = t.scan(1, after, 10)
+        calls += 1
+        seen += items
+        if after is None:
+            break
+    assert calls == 3
+    assert [k for k, _ in seen] == [f"k1-{i:02d}" for i in range(25)]
+    assert all(v == {"p": 1, "i": int(k[3:])} for k, v in seen)
+    for db in dbs.values():
+        db.close()
