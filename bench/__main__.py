@@ -1,7 +1,8 @@
 """``python -m bench`` (``make bench``): run every benchmark, print one table, write ``latest.json``.
 
-Each benchmark module present (``bench.learner``, ``bench.serve``, ``bench.ingest``,
-``bench.processors``, ``bench.pipeline``) runs in its own process, one after the other, and
+Each benchmark module present (``bench.learner``, ``bench.serve``, ``bench.processors``,
+``bench.pipeline``, ``bench.ingest``) runs in its own process, one after the other (ingest last:
+it compares itself with this run's pipeline throughput), and
 writes ``bench/results/<name>.json``. Then this gathers them into
 ``bench/results/latest.json``: every benchmark's figures, driftline's ratios to the peers and
 to the ceiling, the date and the machine. A benchmark that fails is recorded with its error and
@@ -29,7 +30,7 @@ from bench._common import RESULTS, machine
 
 __all__ = ["BENCHMARKS", "figures", "main"]
 
-BENCHMARKS = ("learner", "serve", "ingest", "processors", "pipeline")
+BENCHMARKS = ("learner", "serve", "processors", "pipeline", "ingest")
 _FIGURE_WORDS = ("per_s", "eps", "_ms", "ratio", "speedup", "_vs_", "rate")
 
 
