@@ -10,6 +10,7 @@ also waits until that topic is read up to its end as of start.
 """
 
 
+import gc
 import hmac
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -127,6 +128,10 @@ def create_app(spec: Spec, store: ModelStore, config: ServingConfig, follower=No
 
     @asynccontextmanager
     async def lifespan(_app):
+        # Everything made so far (modules, the app, its routes and schemas) lives as long as the
+        # process: keep it out of the cyclic collector's full passes. Without this a gen-2 pass took
+        # 25-76 ms here, and one per ten seconds at 1,000 req/s was the whole p99 (bench/serve).
+        gc.freeze()
         for f in running:
             if not f.is_alive():
                 f.start()
