@@ -90,7 +90,7 @@ class LearnerService:
                                       reconnect_backoff_max_ms=5000)
         # Through a broker outage the producer holds and retries (up to 10 minutes) rather than fail:
         # send() blocks when its buffer is full, which is the back-pressure we want.
-        self.producer = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=5,
+        self.producer = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=0,
                                       batch_size=512 * 1024, max_request_size=200 * 1024 * 1024,
                                       metrics_enabled=False, delivery_timeout_ms=600_000, max_block_ms=600_000,
                                       reconnect_backoff_max_ms=5000)

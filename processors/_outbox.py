@@ -51,5 +51,6 @@ class Outbox:
         futures = []
         for topic, partition, builder in batches:
             if builder.record_count():
+                builder.close()  # complete: the producer sends it now instead of lingering for more
                 futures.append(await self.producer.send_batch(builder, topic, partition=partition))
         return futures

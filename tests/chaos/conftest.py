@@ -91,6 +91,28 @@ class Pipeline:
             out.extend(v["batch"] if isinstance(v, dict) and "batch" in v else [v])
         return out
 
+    def diagnose(self, chars: int = 4000) -> str:
+        """What a stuck run looks like: each topic's record count, and each live service's stacks
+        (``kill -USR1`` makes a driftline service print them to its log) with its log's tail."""
+        import signal
+
+        lines = []
+        for role, t in self.topics.items():
+            try:
+                lines.append(f"{role.value}: {self.count(role)} records")
+            except Exception as exc:  # noqa: BLE001 - a report, not a check
+                lines.append(f"{role.value}: count failed ({exc!r})")
+        live = [p for p in self.procs if p.alive()]
+        for p in live:
+            try:
+                os.kill(p.proc.pid, signal.SIGUSR1)
+            except OSError:
+                pass
+        time.sleep(2.0)
+        for p in live:
+            lines.append(f"---- {p} log tail ----\n{p.tail(chars)}")
+        return "\n".join(lines)
+
     def stop(self) -> None:
         for p in reversed(self.procs):
             try:

@@ -57,8 +57,11 @@ def test_kill_9_of_processor_and_learner_five_times_gives_the_fault_free_result(
     for victim in victims:
         start = progress[victim]()
         target = min(start + rng.randint(n // 40, n // 8), total[victim])
-        wait_until(lambda: progress[victim]() >= target or not procs[victim].alive(), 300, every=0.05,
-                   what=f"{victim} progress before the kill (seed {seed})")
+        try:
+            wait_until(lambda: progress[victim]() >= target or not procs[victim].alive(), 300, every=0.05,
+                       what=f"{victim} progress before the kill (seed {seed})")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {progress[victim]()} of {target}\n{p.diagnose()}") from None
         assert procs[victim].alive(), procs[victim].tail()
         procs[victim].kill()
         procs[victim] = p.worker() if victim == "process" else p.learner()
@@ -66,8 +69,7 @@ def test_kill_9_of_processor_and_learner_five_times_gives_the_fault_free_result(
         wait_until(lambda: p.count(Role.FEATURES) >= n or not procs["process"].alive(), 300,
                    what=f"every event featurized (seed {seed})")
     except TimeoutError as exc:
-        raise AssertionError(f"{exc}; {p.count(Role.FEATURES)} of {n}; the worker's log:\n"
-                             f"{procs['process'].tail(6000)}") from None
+        raise AssertionError(f"{exc}; {p.count(Role.FEATURES)} of {n}\n{p.diagnose()}") from None
     assert procs["process"].alive(), procs["process"].tail(6000)
     procs["learn"].stop()
     procs["process"].stop()
