@@ -31,6 +31,7 @@ from contracts.settings import KafkaSettings
 from contracts.spec import load_spec_text
 from contracts.topics import Role, pipeline_topics
 from driftline import kafkautil
+from driftline._gc import tune_for_streaming
 from driftline.learner import LearnerService
 from models import LearnerCore
 
@@ -159,6 +160,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--snapshot-every", type=int, default=2_000)
     ap.add_argument("--latency-seconds", type=float, default=15.0)
     args = ap.parse_args(argv)
+    tune_for_streaming()  # the services' GC settings (driftline/_gc.py), for the in-process side too
     out = {"throughput": {}, "latency": {}}
     with broker():
         settings = KafkaSettings.from_env()

@@ -49,6 +49,7 @@ from contracts.settings import KafkaSettings
 from contracts.spec import load_spec_text
 from contracts.topics import Role, pipeline_topics
 from driftline import kafkautil
+from driftline._gc import tune_for_streaming
 from models import LearnerCore
 from processors.clean import Cleaner
 from processors.features import Featurizer
@@ -349,6 +350,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--profile", metavar="DIR", help="also profile driftline's services with pyinstrument into DIR")
     args = ap.parse_args(argv)
+    tune_for_streaming()  # the services' GC settings (driftline/_gc.py), for the in-process side too
     variants = args.variants.split(",")
     if "quix" in variants and not QUIX_PYTHON.exists():
         print(f"skipping quix: no {QUIX_PYTHON} (make bench creates it)", flush=True)

@@ -26,6 +26,7 @@ from contracts.settings import KafkaSettings
 from contracts.spec import load_spec_text
 from contracts.topics import Role, pipeline_topics
 from driftline import kafkautil
+from driftline._gc import tune_for_streaming
 from processors.stage import Stage, State
 from processors.testing import Worker, end_total, mixed_stream, produce, spec_text
 
@@ -75,6 +76,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=50_000)
     args = ap.parse_args(argv)
+    tune_for_streaming()  # the services' GC settings (driftline/_gc.py), for the in-process side too
     text = spec_text(name="bench", partitions=2)
     spec = load_spec_text(text)
     clean = list(mixed_stream(args.events, keys=500, seed=1))

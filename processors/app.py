@@ -31,7 +31,6 @@ failure is caught and dead-lettered on purpose.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ from contracts.settings import FETCH_MAX_WAIT_MS, KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import (PROCESSOR_TABLES, Headers, Role, pipeline_topics, processors_app_id,
                              processors_internal_topics, processors_pending_topic)
+from driftline._gc import tune_for_streaming
 from processors import _metrics
 from processors._continuity import Continuity
 from processors._ledger import SWEPT, Ledger
@@ -665,10 +665,7 @@ def run_worker(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     # made aiokafka build a debug log record per message sent (a tenth of the worker's time) and
     # wrote cursor escapes into log files.
     worker.spinner = None
-    # Modules, the app, its agents and tables live as long as the process: keep them out of the
-    # cyclic collector's full passes, which took 50-110 ms each here and were the pipeline's p99.
-    gc.collect()
-    gc.freeze()
+    tune_for_streaming()  # driftline/_gc.py: freeze start-up objects, a wider young generation
     try:
         worker.execute_from_commandline()
     finally:

@@ -195,8 +195,6 @@ def test_export_writes_the_topics_records_as_rows_in_bounded_memory(settings, na
 
 
 def test_a_second_worker_joining_and_leaving_changes_no_feature(pipeline, settings, namespace, kafka, tmp_path):
-    import uuid
-
     records = list(mixed_stream(16000, keys=60, poison_every=40, seed=9))
 
     def run(ns, second: bool):
@@ -246,7 +244,6 @@ def _poison():
     from hypothesis import strategies as st
 
     good = {"id": "p", "k": "kx", "t": 1.0, "v": 1.0, "c": "a"}
-    field = st.sampled_from(sorted(good))
     wrong = st.one_of(st.lists(st.integers(0, 9), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(0, 9),
                                                                           max_size=2), st.just(True))
     def env(data, v=1):

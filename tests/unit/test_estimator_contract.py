@@ -6,11 +6,10 @@ import itertools
 import pickle
 
 import pytest
-from river import base, compose, datasets, preprocessing
+from river import base, datasets
 
 from contracts.spec import ModelSpec
 from models import LearnerCore, build_estimator, dump_snapshot, load_snapshot
-from models.prequential import ModelRunner
 
 KEY = b"contract-key-0123456789"
 # Factorization machines diverge on this unscaled stream; identically, which is what is checked.
