@@ -97,7 +97,7 @@ class Pipeline:
         import signal
 
         lines = []
-        for role, t in self.topics.items():
+        for role in self.topics:
             try:
                 lines.append(f"{role.value}: {self.count(role)} records")
             except Exception as exc:  # noqa: BLE001 - a report, not a check
