@@ -47,7 +47,7 @@ from bench._proc import Proc
 from bench._stream import weights, envelope, envelopes
 from contracts.settings import KafkaSettings
 from contracts.spec import load_spec_text
-from contracts.topics import Role, pipeline_topics
+from contracts.topics import Role, owned_topic_names, pipeline_topics
 from driftline import kafkautil
 from driftline._gc import tune_for_streaming
 from models import LearnerCore
@@ -107,7 +107,7 @@ class Run:
 
     def delete(self) -> None:
         try:
-            admin_names = [t.name for t in self.topics.values()]
+            admin_names = owned_topic_names(self.spec, self.namespace)
             admin_names += [self.predictions(v) for v in ("naive", "quix")]
             kafkautil.delete_topics(self.settings, admin_names)
         except Exception:  # noqa: BLE001 - clean-up is best effort

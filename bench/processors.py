@@ -24,7 +24,7 @@ from bench._common import broker, write_result
 from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import load_spec_text
-from contracts.topics import Role, pipeline_topics
+from contracts.topics import Role, owned_topic_names, pipeline_topics
 from driftline import kafkautil
 from driftline._gc import tune_for_streaming
 from processors.stage import Stage, State
@@ -48,7 +48,8 @@ def ceiling(spec, records) -> float:
 def through_kafka(bootstrap: str, text: str, records, home: Path) -> float:
     settings = KafkaSettings.from_env({"DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap})
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    topics = pipeline_topics(load_spec_text(text), namespace)
+    spec = load_spec_text(text)
+    topics = pipeline_topics(spec, namespace)
     kafkautil.create_topics(settings, list(topics.values()))
     spec_path = home / f"{namespace}.yaml"
     spec_path.write_text(text)
@@ -67,7 +68,7 @@ def through_kafka(bootstrap: str, text: str, records, home: Path) -> float:
     finally:
         worker.stop()
         try:
-            kafkautil.delete_topics(settings, [t.name for t in topics.values()])
+            kafkautil.delete_topics(settings, owned_topic_names(spec, namespace))
         except Exception:  # noqa: BLE001 - best effort
             pass
 

@@ -27,7 +27,7 @@ from enum import Enum
 from contracts.spec import Spec
 
 __all__ = ["Role", "TopicContract", "pipeline_topics", "processors_app_id", "processors_pending_topic",
-           "table_changelog", "Headers", "SCHEMA_VERSIONS"]
+           "table_changelog", "processors_topic_names", "owned_topic_names", "Headers", "SCHEMA_VERSIONS"]
 
 
 class Role(str, Enum):
@@ -164,3 +164,15 @@ def processors_topic_names(spec: Spec, namespace: str | None = None) -> list[str
     """
     names = [t.name for t in processors_internal_topics(spec, namespace)]
     return names + [f"{processors_app_id(spec, namespace)}-__assignor-__leader"]
+
+
+def owned_topic_names(spec: Spec, namespace: str | None = None) -> list[str]:
+    """Every topic a pipeline owns: :func:`pipeline_topics` and :func:`processors_topic_names`.
+    Tearing a pipeline down deletes these, and only these.
+
+    >>> from contracts.spec import load_spec
+    >>> names = owned_topic_names(load_spec("examples/phishing.yaml"), "ns")
+    >>> len(names), names[0], names[-1]
+    (15, 'ns.phishing.raw', 'ns.phishing.processors-__assignor-__leader')
+    """
+    return [t.name for t in pipeline_topics(spec, namespace).values()] + processors_topic_names(spec, namespace)

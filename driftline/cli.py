@@ -63,12 +63,14 @@ def cmd_kafka(args) -> int:
 
 
 def cmd_topics(args) -> int:
-    from contracts.topics import pipeline_topics
+    from contracts.topics import owned_topic_names, pipeline_topics, processors_internal_topics
 
     spec = _spec(args.spec)
     topics = pipeline_topics(spec, args.namespace)
     if args.action == "list":
         rows = [c.as_dict() for c in topics.values()]
+        if args.all:  # the processors' changelogs and pending topic (faust also makes its assignor topic)
+            rows += [{**c.as_dict(), "role": "processors"} for c in processors_internal_topics(spec, args.namespace)]
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
@@ -78,7 +80,23 @@ def cmd_topics(args) -> int:
         return 0
     from driftline import kafkautil
 
-    result = kafkautil.create_topics(KafkaSettings.from_env(), list(topics.values()))
+    settings = KafkaSettings.from_env()
+    if args.action == "delete":
+        names = owned_topic_names(spec, args.namespace)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise SystemExit(f"driftline: this deletes {len(names)} topics and every record in them; "
+                                 "add --yes to confirm")
+            for name in names:
+                print(f"  {name}")
+            if input(f"Delete these {len(names)} topics and every record in them? [y/N] ").strip().lower() != "y":
+                print("nothing deleted")
+                return 1
+        deleted = set(kafkautil.delete_topics(settings, names))
+        for name in names:
+            print(f"{'deleted' if name in deleted else 'absent':8} {name}")
+        return 0
+    result = kafkautil.create_topics(settings, list(topics.values()))
     for name, what in result.items():
         print(f"{what:8} {name}")
     return 0
@@ -261,12 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("topics", help="the pipeline's topics")
     tsub = t.add_subparsers(dest="action", required=True)
-    for name, hlp in (("create", "create the spec's topics (idempotent)"), ("list", "each topic's role and name")):
+    for name, hlp in (("create", "create the spec's topics (idempotent)"), ("list", "each topic's role and name"),
+                      ("delete", "delete every topic the pipeline owns, the processors' changelogs too")):
         tp = tsub.add_parser(name, help=hlp)
         tp.add_argument("spec")
         tp.add_argument("--namespace", help="topic namespace (default: DRIFTLINE_NAMESPACE or none)")
         if name == "list":
             tp.add_argument("--json", action="store_true")
+            tp.add_argument("--all", action="store_true", help="the processors' own topics (changelogs) too")
+        if name == "delete":
+            tp.add_argument("--yes", action="store_true", help="do not ask (required without a terminal)")
     t.set_defaults(func=cmd_topics)
 
     r = sub.add_parser("run", help="run the whole pipeline: ingest, process, learn")

@@ -55,13 +55,15 @@ def create_topics(settings: KafkaSettings, contracts: list[TopicContract]) -> di
         admin.close()
 
 
-def delete_topics(settings: KafkaSettings, names: list[str]) -> None:
+def delete_topics(settings: KafkaSettings, names: list[str]) -> list[str]:
+    """Delete those of ``names`` that exist; returns the ones deleted."""
     admin = KafkaAdminClient(**settings.kafka_python())
     try:
         present = set(admin.list_topics())
         gone = [n for n in names if n in present]
         if gone:
             admin.delete_topics(gone, timeout_ms=30_000)
+        return gone
     finally:
         admin.close()
 

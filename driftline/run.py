@@ -30,7 +30,7 @@ from pathlib import Path
 
 from contracts.settings import DEFAULT_BOOTSTRAP, KafkaSettings
 from contracts.spec import Spec
-from contracts.topics import Role, pipeline_topics, processors_topic_names
+from contracts.topics import Role, owned_topic_names, pipeline_topics
 from driftline import kafkautil, localkafka
 from driftline.learner import LearnerService
 from ingest import EventProducer
@@ -142,8 +142,7 @@ def run_pipeline(spec: Spec, spec_path: str, until_drained: bool, summary_json: 
             learner.close()
         if not keep_topics:
             try:
-                kafkautil.delete_topics(settings, [t.name for t in topics.values()]
-                                        + processors_topic_names(spec, namespace))
+                kafkautil.delete_topics(settings, owned_topic_names(spec, namespace))
             except Exception as exc:  # noqa: BLE001 - clean-up must not hide the result
                 _say(f"could not delete the run's topics: {exc}")
         if started_kafka is not None:

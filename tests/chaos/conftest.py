@@ -25,7 +25,7 @@ import yaml
 from bench._proc import Proc
 from contracts.settings import KafkaSettings
 from contracts.spec import load_spec_text
-from contracts.topics import Role, pipeline_topics
+from contracts.topics import Role, owned_topic_names, pipeline_topics
 from driftline import kafkautil, localkafka
 from processors.testing import end_total, read_topic
 
@@ -134,7 +134,7 @@ def make_pipeline(tmp_path):
     for p in made:
         p.stop()
         try:
-            kafkautil.delete_topics(p.settings, [t.name for t in p.topics.values()])
+            kafkautil.delete_topics(p.settings, owned_topic_names(p.spec, p.namespace))
         except Exception:  # noqa: BLE001 - the broker may be gone already
             pass
 

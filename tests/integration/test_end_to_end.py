@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from contracts import serde
 from contracts.spec import load_spec
-from contracts.topics import Role, pipeline_topics
+from contracts.topics import Role, owned_topic_names, pipeline_topics
 from models import ModelRunner, build_estimator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,7 +88,34 @@ def test_phishing_through_kafka_reproduces_rivers_published_result_exactly(kafka
     finally:
         from driftline import kafkautil
 
-        kafkautil.delete_topics(settings, [t.name for t in pipeline_topics(spec, ns).values()])
+        kafkautil.delete_topics(settings, owned_topic_names(spec, ns))
+
+
+def test_topics_delete_removes_every_topic_a_run_leaves_and_asks_first(kafka, settings, tmp_path):
+    """A kept run leaves its pipeline topics and the processors' changelogs, pending and assignor
+    topics; ``driftline topics delete`` removes all of them, and without a terminal only with --yes."""
+    from kafka import KafkaAdminClient
+
+    def left(ns):
+        admin = KafkaAdminClient(**settings.kafka_python())
+        try:
+            return sorted(t for t in admin.list_topics() if t.startswith(ns + "."))
+        finally:
+            admin.close()
+
+    summary = run_until_drained(SPEC, kafka, tmp_path)
+    ns = summary["namespace"]
+    before = left(ns)
+    assert sorted(owned_topic_names(load_spec(SPEC), ns)) == before  # the run made exactly what it owns
+    env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=kafka)
+    cmd = [sys.executable, "-m", "driftline", "topics", "delete", str(SPEC), "--namespace", ns]
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert left(ns) == before
+    done = subprocess.run([*cmd, "--yes"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(line.split()[1] for line in done.stdout.splitlines() if line.startswith("deleted")) == before
+    assert left(ns) == []
 
 
 def test_phishing_with_labels_delayed_by_100_events_matches_rivers_delayed_evaluation(kafka, settings, tmp_path):
@@ -116,4 +143,4 @@ def test_phishing_with_labels_delayed_by_100_events_matches_rivers_delayed_evalu
     finally:
         from driftline import kafkautil
 
-        kafkautil.delete_topics(settings, [t.name for t in pipeline_topics(spec, summary["namespace"]).values()])
+        kafkautil.delete_topics(settings, owned_topic_names(spec, summary["namespace"]))
