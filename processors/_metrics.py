@@ -13,7 +13,7 @@ name                                            type         labels
 ``driftline_stage_latency_seconds``             histogram    stage (record written → stage done)
 ``driftline_batch_duration_seconds``            histogram    stage (time spent on one batch)
 ``driftline_consumer_lag_records``              gauge        topic, partition (high watermark − position)
-``driftline_state_store_entries``               gauge        store
+``driftline_state_store_entries``               gauge        store (entries; RocksDB: estimated)
 ==============================================  ===========  =======================================
 
 The exporter's port comes from ``DRIFTLINE_PROCESSOR_METRICS_PORT``, else
@@ -139,6 +139,32 @@ STORE_SIZE_EVERY_S = 10.0
 _STORES_LOOKED = {"at": float("-inf")}
 
 
+def store_entries(table) -> int:
+    """How many entries a faust table holds: RocksDB's own ``rocksdb.estimate-num-keys`` of each
+    active partition's database, or ``len()`` of an in-memory store.
+
+    ``len()`` of a RocksDB table walks every key in Python, every ``STORE_SIZE_EVERY_S``: with the
+    ``seen`` ids of a busy hour (millions) that stalls the worker for seconds. The estimate is read in
+    constant time, as Kafka Streams reports its RocksDB stores (``estimate-num-keys``). It counts
+    overwrites and deletes that RocksDB has not compacted yet: 30,000 writes over 20,000 keys read
+    29,119 before a compaction.
+
+    >>> store_entries({"a": 1, "b": 2})
+    2
+    """
+    store = getattr(table, "data", table)
+    actives = getattr(store, "_dbs_for_actives", None)
+    if actives is None:
+        return len(store)
+    total = 0
+    for db in actives():
+        n = db.property_int_value("rocksdb.estimate-num-keys") if hasattr(db, "property_int_value") else None
+        if n is None:
+            return len(store)  # python-rocksdb, or a database without the property: walk it
+        total += n
+    return total
+
+
 def dead_lettered(reason: str) -> None:
     """Count one dead-lettered record (the worker's metrics)."""
     METRICS.dead_lettered(reason)
@@ -160,9 +186,9 @@ def observe_batch(app, events, started: float) -> None:
 
     tables = None
     now = time.monotonic()
-    if now - _STORES_LOOKED["at"] >= STORE_SIZE_EVERY_S:  # len() of a RocksDB table walks its keys
+    if now - _STORES_LOOKED["at"] >= STORE_SIZE_EVERY_S:
         _STORES_LOOKED["at"] = now
-        tables = {name: len(table) for name, table in getattr(app, "tables", {}).items()}
+        tables = {name: store_entries(table) for name, table in getattr(app, "tables", {}).items()}
     METRICS.observe_batch(app.driftline_stats, [e.message for e in events], started, highwater, stores=tables)
 
 

@@ -90,3 +90,35 @@ def test_metrics_port_prefers_the_service_variable():
     assert metrics_port("processor", 9101, env) == 9300
     assert metrics_port("learner", 9102, env) == 9200
     assert metrics_port("learner", 9102, {}) == 9102
+
+
+def test_store_entries_reads_rocksdbs_estimate_of_each_active_partition_without_walking_it(tmp_path):
+    """The processors' table sizes: RocksDB's own key estimate, summed over the active partitions'
+    databases, as faust's RocksDB store holds them; an in-memory store is counted."""
+    import rocksdict
+
+    from processors._metrics import store_entries
+
+    dbs = []
+    for p, n in ((0, 1200), (1, 800)):
+        db = rocksdict.Rdict(str(tmp_path / f"p{p}"), options=rocksdict.Options(raw_mode=True))
+        for i in range(n):
+            db.put(b"key-%d" % i, b"v")
+        dbs.append(db)
+
+    class Store:  # faust.stores.rocksdb.Store's view of its partitions
+        def _dbs_for_actives(self):
+            return iter(dbs)
+
+        def __len__(self):
+            raise AssertionError("walked the keys")
+
+    class Table:
+        data = Store()
+
+    try:
+        assert store_entries(Table()) == 2000
+    finally:
+        for db in dbs:
+            db.close()
+    assert store_entries({"a": 1, "b": 2, "c": 3}) == 3
