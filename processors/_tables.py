@@ -13,6 +13,11 @@ no longer does per write is record the store's persisted changelog offset: a rec
 the changelog from the offset faust last persisted (during its previous recovery), which gives
 the same state, since a changelog replayed in order ends at the last write of each key.
 
+A serialized store (rocksdb) is written and read in the bytes faust's ``json`` codec makes
+(:func:`encode`, faust's own orjson call), encoded once per write for both the store and the
+changelog, and without the codec registry's layers: those were about a tenth of the worker at
+2,400 events/s (py-spy). The memory store holds the values themselves and goes through faust.
+
 The changelog records of a batch go to an :class:`processors._outbox.Outbox` and are queued
 together by :meth:`DirectTable.send_changelog`, one record batch per partition. Durability is
 unchanged: the worker flushes the producer before it commits input offsets
@@ -24,11 +29,24 @@ from __future__ import annotations
 
 import logging
 
+from faust.stores.base import SerializedStore
+from faust.utils.json import dumps as _faust_json_dumps
+from mode.utils.compat import want_bytes
 from orjson import loads as _loads
 
 from processors._outbox import Outbox
 
-__all__ = ["DirectTable"]
+__all__ = ["DirectTable", "encode"]
+
+
+def encode(obj) -> bytes:
+    """The bytes faust's ``json`` codec makes of a table key or value (bytes pass through raw, as
+    faust's serializer registry passes them).
+
+    >>> encode("k1"), encode({"n": 2, "x": [1.5, None]}), encode(b"raw")
+    (b'"k1"', b'{"n":2,"x":[1.5,null]}', b'raw')
+    """
+    return obj if isinstance(obj, bytes) else want_bytes(_faust_json_dumps(obj))
 
 log = logging.getLogger("driftline.processors")
 
@@ -38,14 +56,25 @@ class DirectTable:
     event of the partition written as faust's current event (the rocksdb store picks its database
     by it)."""
 
-    __slots__ = ("app", "table", "_topic", "_outbox", "failures")
+    __slots__ = ("app", "table", "_topic", "_outbox", "_json_store", "failures")
 
     def __init__(self, app, table):
         self.app = app
         self.table = table
         self._topic: str | None = None
         self._outbox: Outbox | None = None
+        self._json_store: bool | None = None
         self.failures: list[BaseException] = []
+
+    @property
+    def json_store(self) -> bool:
+        """Is the store serialized with faust's ``json`` codec for keys and values (the fast path)?"""
+        if self._json_store is None:
+            store = self.store
+            self._json_store = (isinstance(store, SerializedStore) and store.key_serializer == "json"
+                                and store.value_serializer == "json" and store.key_type is None
+                                and store.value_type is None)
+        return self._json_store
 
     @property
     def store(self):
@@ -64,7 +93,10 @@ class DirectTable:
         return self._outbox
 
     def get(self, key, default=None):
-        return self.store.get(key, default)
+        if not self.json_store:
+            return self.store.get(key, default)
+        raw = self.store._get(encode(key))
+        return default if raw is None else _loads(raw)
 
     def items(self):
         """Every ``(key, value)`` of the store. A serialized store (rocksdb) is decoded here with
@@ -103,16 +135,25 @@ class DirectTable:
 
     def set(self, key, value, partition: int) -> None:
         store = self.store
-        store[key] = value
-        self.outbox.add(self.topic, partition, store._encode_key(key), store._encode_value(value))
+        if self.json_store:
+            k, v = encode(key), encode(value)
+            store._set(k, v)
+        else:
+            store[key] = value
+            k, v = store._encode_key(key), store._encode_value(value)
+        self.outbox.add(self.topic, partition, k, v)
 
     def delete(self, key, partition: int) -> None:
         store = self.store
+        k = encode(key) if self.json_store else store._encode_key(key)
         try:
-            del store[key]
+            if self.json_store:
+                store._del(k)
+            else:
+                del store[key]
         except KeyError:
             pass
-        self.outbox.add(self.topic, partition, store._encode_key(key), None)
+        self.outbox.add(self.topic, partition, k, None)
 
     async def send_changelog(self) -> None:
         """Queue the changelog records written since the last call (not waiting for the broker)."""

@@ -111,3 +111,41 @@ def test_scan_reads_one_partition_in_chunks_from_a_cursor(tmp_path):
     assert all(v == {"p": 1, "i": int(k[3:])} for k, v in seen)
     for db in dbs.values():
         db.close()
+
+
+def test_json_store_fast_path_writes_and_reads_the_bytes_faust_does(tmp_path):
+    """On a real faust RocksDB store: DirectTable encodes each key and value once, with faust's own
+    json call, and the store and the changelog get exactly the bytes faust's ``store[key] = value``
+    would write; reads and deletes see faust's writes and vice versa."""
+    import weakref
+    from types import SimpleNamespace
+
+    import faust
+    from faust.streams import _current_event
+
+    app = faust.App("t-direct", broker="kafka://localhost:1", store="rocksdb://", datadir=str(tmp_path))
+    table = app.Table("seen", partitions=2, schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    class Event:  # faust's current event, as the agent sets it: table writes go to its partition
+        message = SimpleNamespace(partition=1)
+
+    event = Event()
+    _current_event.set(weakref.ref(event))
+    sent = []
+    t = DirectTable(app, table)
+    t._topic = "t-direct-seen-changelog"
+    t._outbox = SimpleNamespace(add=lambda *rec: sent.append(rec))
+    assert t.json_store
+    values = {"ev-1": {"p": 1, "o": 12, "ts": 1.5}, "ключ": {"wm": None, "n": [1, 2.5]}, "\x003": 7}
+    store = table.data
+    for k, v in values.items():
+        t.set(k, v, 1)
+        assert store._get(store._encode_key(k)) == store._encode_value(v)  # what faust would have written
+        assert sent[-1] == (t._topic, 1, store._encode_key(k), store._encode_value(v))
+        assert store[k] == t.get(k) == v
+    store["by-faust"] = {"x": [None, 1.0]}
+    assert t.get("by-faust") == {"x": [None, 1.0]} and t.get("absent", "dflt") == "dflt"
+    t.delete("ev-1", 1)
+    assert t.get("ev-1") is None and "ev-1" not in store
+    assert sent[-1] == (t._topic, 1, b'"ev-1"', None)
+    for db in store._dbs.values():
+        db.close()
