@@ -8,7 +8,8 @@ A checkpoint is taken in these steps, in order:
    exactly there, so each event is learned once across crashes.
 3. **Fork.** The child process holds a copy-on-write image of the learner at the
    cut; the parent goes back to the stream at once (a fork costs milliseconds,
-   while pickling a 100 MB forest costs seconds).
+   while pickling a 100 MB forest costs seconds). The child runs at a lower
+   priority (``CHILD_NICE``), so its pickling does not take cores from the stream.
 4. **Child: pickle, sign, write.** The whole learner core goes to
    ``<dir>/checkpoint/<version>.snap`` and each model to ``<dir>/models/<name>/<v>.snap``,
    each by temp file, fsync, rename, fsync of the directory, so a crash leaves the
@@ -31,6 +32,8 @@ from models.snapshot import dump_snapshot, load_latest_local, write_local
 __all__ = ["Checkpointer", "PendingCheckpoint"]
 
 CHECKPOINT = "checkpoint"
+# The writer child yields the cores to the live services: it runs at this niceness above the learner's.
+CHILD_NICE = 10
 
 
 @dataclass
@@ -76,6 +79,8 @@ class Checkpointer:
             if pid == 0:  # child: no logging, no Kafka; write and leave
                 code = 0
                 try:
+                    if CHILD_NICE:
+                        os.nice(CHILD_NICE)
                     self._write(version, meta, core, model_metas)
                 except BaseException:  # noqa: BLE001
                     code = 1

@@ -100,3 +100,23 @@ def test_key_from_env_file_or_generated(tmp_path):
     generated = snapshot_key({"DRIFTLINE_HOME": str(tmp_path / "home")})
     assert len(generated) == 64 and snapshot_key({"DRIFTLINE_HOME": str(tmp_path / "home")}) == generated
     assert oct(os.stat(tmp_path / "home" / "snapshot.key").st_mode & 0o777) == "0o600"
+
+
+def test_the_checkpoint_writer_child_runs_below_the_learners_priority(tmp_path, monkeypatch):
+    """The forked writer pickles at a lower priority, so it does not take cores from the stream."""
+    import os
+
+    from driftline.checkpoint import CHILD_NICE, Checkpointer
+
+    seen = tmp_path / "niceness"
+
+    def write(self, version, meta, core, model_metas):
+        seen.write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+        return 0
+
+    monkeypatch.setattr(Checkpointer, "_write", write)
+    c = Checkpointer(tmp_path / "snaps", b"k" * 32, use_fork=True)
+    c.start(1, {}, None, {})
+    assert c.poll(block=True).version == 1
+    assert CHILD_NICE > 0
+    assert int(seen.read_text()) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICE)
