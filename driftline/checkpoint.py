@@ -79,8 +79,10 @@ class Checkpointer:
             if pid == 0:  # child: no logging, no Kafka; write and leave
                 code = 0
                 try:
-                    if CHILD_NICE:
-                        os.nice(CHILD_NICE)
+                    os.nice(CHILD_NICE)
+                except OSError:
+                    pass  # a lower priority is a courtesy: the checkpoint is written regardless
+                try:
                     self._write(version, meta, core, model_metas)
                 except BaseException:  # noqa: BLE001
                     code = 1

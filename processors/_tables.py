@@ -147,14 +147,15 @@ class DirectTable:
 
     def delete(self, key, partition: int) -> None:
         store = self.store
-        k = encode(key) if self.json_store else store._encode_key(key)
-        try:
-            if self.json_store:
-                store._del(k)
-            else:
+        if self.json_store:
+            k = encode(key)
+            store._del(k)
+        else:
+            k = store._encode_key(key)
+            try:
                 del store[key]
-        except KeyError:
-            pass
+            except KeyError:
+                pass
         self.outbox.add(self.topic, partition, k, None)
 
     async def send_changelog(self) -> None:
