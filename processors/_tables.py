@@ -35,6 +35,7 @@ from faust.stores.base import SerializedStore
 from faust.utils.json import dumps as _faust_json_dumps
 from mode.utils.compat import want_bytes
 from orjson import loads as _loads
+from rocksdict import WriteBatch
 
 from processors._outbox import Outbox
 
@@ -144,6 +145,44 @@ class DirectTable:
             store[key] = value
             k, v = store._encode_key(key), store._encode_value(value)
         self.outbox.add(self.topic, partition, k, v)
+
+    def write(self, changes, make_current) -> None:
+        """Apply a batch's held writes, ``(key, value, partition, deleted)`` as
+        :meth:`processors.stage.Overlay.drain` gives them, to the store and the changelog.
+
+        On a rocksdict store (faust's rocksdb driver here) each partition's writes go to its
+        database as one ``WriteBatch``: one write-ahead-log append per partition and batch, where
+        ``put`` appended per key (6.5 µs a put against 0.85 in batches of 30, on this machine). The
+        writes go to each partition's database directly, as faust's ``_set`` does, without its
+        key-to-partition cache: a lookup without an event falls back to trying every partition, and
+        a key never changes partition. Any other store is written key by key, with
+        ``make_current(partition)`` making that partition's event faust's current event first.
+        """
+        store = self.store
+        db_for = getattr(store, "_db_for_partition", None)
+        if not (self.json_store and db_for is not None and getattr(store, "use_rocksdict", False)):
+            for k, v, p, deleted in changes:
+                make_current(p)
+                if deleted:
+                    self.delete(k, p)
+                else:
+                    self.set(k, v, p)
+            return
+        add, topic, batches = self.outbox.add, self.topic, {}
+        for k, v, p, deleted in changes:
+            wb = batches.get(p)
+            if wb is None:
+                wb = batches[p] = WriteBatch(raw_mode=True)
+            kb = encode(k)
+            if deleted:
+                wb.delete(kb)
+                add(topic, p, kb, None)
+            else:
+                vb = encode(v)
+                wb.put(kb, vb)
+                add(topic, p, kb, vb)
+        for p, wb in batches.items():
+            db_for(p).write(wb)
 
     def delete(self, key, partition: int) -> None:
         store = self.store

@@ -406,12 +406,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
         join_continuity.forget()
 
     async def flush(overlay: Overlay, t: DirectTable, by_partition: dict) -> None:
-        for k, v, p, deleted in overlay.drain():
-            _as_current(by_partition[p])
-            if deleted:
-                t.delete(k, p)
-            else:
-                t.set(k, v, p)
+        t.write(overlay.drain(), lambda p: _as_current(by_partition[p]))
         await t.send_changelog()
 
     def outbox() -> Outbox:

@@ -14,6 +14,13 @@ from processors._outbox import Outbox
 from processors._tables import DirectTable
 
 
+class _Event:
+    """faust's current event, as the agent sets it: table reads and writes go to its partition."""
+
+    def __init__(self, partition: int):
+        self.message = type("Message", (), {"partition": partition})()
+
+
 class Recorder:
     """Stands in for AIOKafkaProducer's two batch calls; keeps what would be sent, in order."""
 
@@ -149,3 +156,76 @@ def test_json_store_fast_path_writes_and_reads_the_bytes_faust_does(tmp_path):
     assert sent[-1] == (t._topic, 1, b'"ev-1"', None)
     for db in store._dbs.values():
         db.close()
+
+
+def test_a_batch_of_writes_lands_per_partition_as_faust_would_write_it(tmp_path):
+    """DirectTable.write on a real faust RocksDB store: each partition's database gets one write
+    batch, with the same bytes as faust's per-key writes; the changelog gets every change in order;
+    faust reads the result, with or without a current event."""
+    import weakref
+    from types import SimpleNamespace
+
+    import faust
+    from faust.streams import _current_event
+
+    app = faust.App("t-write", broker="kafka://localhost:1", store="rocksdb://", datadir=str(tmp_path))
+    table = app.Table("keys", partitions=2, schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    store = table.data
+
+    def current(p):
+        event = _Event(p)
+        current.kept = event  # the context holds a weak reference
+        _current_event.set(weakref.ref(event))
+
+    current(0)
+    store["gone"] = {"n": 1}
+    sent = []
+    t = DirectTable(app, table)
+    t._topic = "t-write-keys-changelog"
+    t._outbox = SimpleNamespace(add=lambda *rec: sent.append(rec))
+    changes = [("a", {"n": 1}, 0, False), ("b", {"x": [1.5, None]}, 1, False),
+               ("gone", None, 0, True), ("c", "v", 1, False)]
+    calls = []
+    t.write(changes, calls.append)
+    assert calls == []  # the rocksdb fast path needs no current event
+    enc = store._encode_key
+    assert sent == [(t._topic, 0, enc("a"), store._encode_value({"n": 1})),
+                    (t._topic, 1, enc("b"), store._encode_value({"x": [1.5, None]})),
+                    (t._topic, 0, enc("gone"), None),
+                    (t._topic, 1, enc("c"), store._encode_value("v"))]
+    assert store._db_for_partition(0).get(enc("a")) == store._encode_value({"n": 1})
+    assert store._db_for_partition(1).get(enc("a")) is None  # each key in its own partition's database
+    assert store._db_for_partition(0).get(enc("gone")) is None
+    for p, k, v in ((0, "a", {"n": 1}), (1, "b", {"x": [1.5, None]}), (1, "c", "v")):
+        current(p)
+        assert store[k] == t.get(k) == v
+    _current_event.set(None)
+    assert store["c"] == "v" and "gone" not in store  # without an event faust tries every partition
+    for db in store._dbs.values():
+        db.close()
+
+
+def test_a_batch_of_writes_to_a_memory_store_goes_key_by_key():
+    import weakref
+    from types import SimpleNamespace
+
+    import faust
+    from faust.streams import _current_event
+
+    app = faust.App("t-write-mem", broker="kafka://localhost:1", store="memory://")
+    table = app.Table("keys", partitions=2)
+    sent, calls = [], []
+
+    def current(p):
+        calls.append(p)
+        event = _Event(p)
+        current.kept = event
+        _current_event.set(weakref.ref(event))
+
+    t = DirectTable(app, table)
+    t._topic = "t-write-mem-keys-changelog"
+    t._outbox = SimpleNamespace(add=lambda *rec: sent.append(rec))
+    t.write([("a", {"n": 1}, 0, False), ("b", 2, 1, False), ("a", None, 0, True)], current)
+    assert calls == [0, 1, 0]
+    assert [(p, v is None) for _, p, _, v in sent] == [(0, False), (1, False), (0, True)]
+    assert table.data.get("b") == 2 and "a" not in table.data
