@@ -88,7 +88,7 @@ class ProcessorMetrics:
         self.dead.labels(reason).inc()
 
     def observe_batch(self, stats: Mapping[str, int], messages, started: float, highwater=None,
-                      now: float | None = None, stores: Mapping[str, int] | None = None) -> None:
+                      now: float | None = None) -> None:
         """Account for one finished batch.
 
         ``stats`` holds the worker's running ``clean``/``dlq`` counts (only the change since the last
@@ -127,7 +127,16 @@ class ProcessorMetrics:
                 hw = highwater(topic, partition)
                 if hw is not None:
                     self.lag.labels(topic, str(partition)).set(max(0, hw - (offset + 1)))
-        for store, size in (stores or {}).items():
+
+    def observe_stores(self, sizes: Mapping[str, int]) -> None:
+        """Set each store's entry count.
+
+        >>> m = ProcessorMetrics(new_registry())
+        >>> m.observe_stores({"seen": 3})
+        >>> m.registry.get_sample_value("driftline_state_store_entries", {"store": "seen"})
+        3.0
+        """
+        for store, size in sizes.items():
             self.store.labels(store).set(size)
 
 
@@ -135,8 +144,7 @@ REGISTRY = new_registry()
 METRICS = ProcessorMetrics(REGISTRY)
 clock = time.perf_counter  # a batch's start, for observe_batch
 _SERVING: dict[str, int] = {}  # service → port, once per process
-STORE_SIZE_EVERY_S = 10.0
-_STORES_LOOKED = {"at": float("-inf")}
+STORE_SIZE_EVERY_S = 10.0  # the worker's timer for observe_stores
 
 
 def store_entries(table) -> int:
@@ -184,12 +192,14 @@ def observe_batch(app, events, started: float) -> None:
         except Exception:  # noqa: BLE001 - a partition not fetched yet has no known high watermark
             return None
 
-    tables = None
-    now = time.monotonic()
-    if now - _STORES_LOOKED["at"] >= STORE_SIZE_EVERY_S:
-        _STORES_LOOKED["at"] = now
-        tables = {name: store_entries(table) for name, table in getattr(app, "tables", {}).items()}
-    METRICS.observe_batch(app.driftline_stats, [e.message for e in events], started, highwater, stores=tables)
+    METRICS.observe_batch(app.driftline_stats, [e.message for e in events], started, highwater)
+
+
+def observe_stores(app) -> None:
+    """Set ``driftline_state_store_entries`` for each table of ``app``: on a timer of the worker's
+    (every ``STORE_SIZE_EVERY_S``), so the gauge stays current on an idle stream too, where it was
+    set only when a batch was handled."""
+    METRICS.observe_stores({name: store_entries(table) for name, table in getattr(app, "tables", {}).items()})
 
 
 def metrics_port(service: str, default: int, environ: Mapping[str, str] | None = None) -> int:

@@ -636,6 +636,13 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
             except Exception as exc:  # noqa: BLE001 - e.g. a rebalance in progress
                 log.info("commit postponed: %s: %s", type(exc).__name__, exc)
 
+    @app.timer(_metrics.STORE_SIZE_EVERY_S)
+    async def store_sizes() -> None:
+        try:
+            _metrics.observe_stores(app)
+        except Exception as exc:  # noqa: BLE001 - metrics never stop the work (e.g. mid-rebalance)
+            log.info("table sizes not read: %s: %s", type(exc).__name__, exc)
+
     @app.timer(10.0)
     async def report() -> None:
         stats["refilled"] = continuity.refilled + join_continuity.refilled

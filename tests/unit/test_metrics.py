@@ -122,3 +122,20 @@ def test_store_entries_reads_rocksdbs_estimate_of_each_active_partition_without_
         for db in dbs:
             db.close()
     assert store_entries({"a": 1, "b": 2, "c": 3}) == 3
+
+
+def test_table_sizes_are_read_from_the_tables_not_from_batches():
+    """The worker's timer sets the gauge from its tables whether or not a batch came (an idle
+    stream's gauge was stale before)."""
+    from types import SimpleNamespace
+
+    from processors import _metrics
+
+    app = SimpleNamespace(tables={"seen": {"e1": 1, "e2": 1}, "keys": {"k": {}}})
+    _metrics.observe_stores(app)
+    get = _metrics.REGISTRY.get_sample_value
+    assert get("driftline_state_store_entries", {"store": "seen"}) == 2.0
+    app.tables["seen"].clear()
+    _metrics.observe_stores(app)
+    assert get("driftline_state_store_entries", {"store": "seen"}) == 0.0
+    assert get("driftline_state_store_entries", {"store": "keys"}) == 1.0
