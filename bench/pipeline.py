@@ -344,9 +344,9 @@ def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float,
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--events", type=int, default=12_000)
+    ap.add_argument("--events", type=int, default=30_000)
     ap.add_argument("--keys", type=int, default=20_000)
-    ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--variants", default="naive,quix,driftline")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--profile", metavar="DIR", help="also profile driftline's services with pyinstrument into DIR")
