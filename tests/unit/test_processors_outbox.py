@@ -4,6 +4,8 @@ aiokafka builders and faust's own codec (no broker: the integration tests send t
 from __future__ import annotations
 
 import asyncio
+import weakref
+from types import SimpleNamespace
 
 import orjson
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -14,11 +16,20 @@ from processors._outbox import Outbox
 from processors._tables import DirectTable
 
 
-class _Event:
-    """faust's current event, as the agent sets it: table reads and writes go to its partition."""
+class _Current:
+    """Makes an event of partition ``p`` faust's current event, as the agent does: table reads and
+    writes go to its partition. faust's context holds the event weakly, so it is kept here."""
 
-    def __init__(self, partition: int):
-        self.message = type("Message", (), {"partition": partition})()
+    def __init__(self):
+        self.calls: list[int] = []
+        self.event = None
+
+    def __call__(self, p: int) -> None:
+        from faust.streams import _current_event
+
+        self.calls.append(p)
+        self.event = type("Event", (), {"message": SimpleNamespace(partition=p)})()
+        _current_event.set(weakref.ref(self.event))
 
 
 class Recorder:
@@ -124,19 +135,12 @@ def test_json_store_fast_path_writes_and_reads_the_bytes_faust_does(tmp_path):
     """On a real faust RocksDB store: DirectTable encodes each key and value once, with faust's own
     json call, and the store and the changelog get exactly the bytes faust's ``store[key] = value``
     would write; reads and deletes see faust's writes and vice versa."""
-    import weakref
-    from types import SimpleNamespace
-
     import faust
-    from faust.streams import _current_event
 
     app = faust.App("t-direct", broker="kafka://localhost:1", store="rocksdb://", datadir=str(tmp_path))
     table = app.Table("seen", partitions=2, schema=faust.Schema(key_serializer="json", value_serializer="json"))
-    class Event:  # faust's current event, as the agent sets it: table writes go to its partition
-        message = SimpleNamespace(partition=1)
-
-    event = Event()
-    _current_event.set(weakref.ref(event))
+    current = _Current()
+    current(1)
     sent = []
     t = DirectTable(app, table)
     t._topic = "t-direct-seen-changelog"
@@ -162,21 +166,13 @@ def test_a_batch_of_writes_lands_per_partition_as_faust_would_write_it(tmp_path)
     """DirectTable.write on a real faust RocksDB store: each partition's database gets one write
     batch, with the same bytes as faust's per-key writes; the changelog gets every change in order;
     faust reads the result, with or without a current event."""
-    import weakref
-    from types import SimpleNamespace
-
     import faust
     from faust.streams import _current_event
 
     app = faust.App("t-write", broker="kafka://localhost:1", store="rocksdb://", datadir=str(tmp_path))
     table = app.Table("keys", partitions=2, schema=faust.Schema(key_serializer="json", value_serializer="json"))
     store = table.data
-
-    def current(p):
-        event = _Event(p)
-        current.kept = event  # the context holds a weak reference
-        _current_event.set(weakref.ref(event))
-
+    current = _Current()
     current(0)
     store["gone"] = {"n": 1}
     sent = []
@@ -206,26 +202,15 @@ def test_a_batch_of_writes_lands_per_partition_as_faust_would_write_it(tmp_path)
 
 
 def test_a_batch_of_writes_to_a_memory_store_goes_key_by_key():
-    import weakref
-    from types import SimpleNamespace
-
     import faust
-    from faust.streams import _current_event
 
     app = faust.App("t-write-mem", broker="kafka://localhost:1", store="memory://")
     table = app.Table("keys", partitions=2)
-    sent, calls = [], []
-
-    def current(p):
-        calls.append(p)
-        event = _Event(p)
-        current.kept = event
-        _current_event.set(weakref.ref(event))
-
+    sent, current = [], _Current()
     t = DirectTable(app, table)
     t._topic = "t-write-mem-keys-changelog"
     t._outbox = SimpleNamespace(add=lambda *rec: sent.append(rec))
     t.write([("a", {"n": 1}, 0, False), ("b", 2, 1, False), ("a", None, 0, True)], current)
-    assert calls == [0, 1, 0]
+    assert current.calls == [0, 1, 0]
     assert [(p, v is None) for _, p, _, v in sent] == [(0, False), (1, False), (0, True)]
     assert table.data.get("b") == 2 and "a" not in table.data
