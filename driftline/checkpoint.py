@@ -4,8 +4,9 @@ A checkpoint is taken in these steps, in order:
 
 1. **Flush the producer.** Every prediction and decision for events before the
    cut is acknowledged by the broker, so the cut never promises work that is lost.
-2. **Record the cut.** The next offset of every input partition; a restore resumes
-   exactly there, so each event is learned once across crashes.
+2. **Record the cut.** For every input partition, the offset of the first record the
+   models have not taken (the head of the learner's merge buffer, or the next to fetch); a
+   restore resumes exactly there, so each event is learned once across crashes.
 3. **Fork.** The child process holds a copy-on-write image of the learner at the
    cut; the parent goes back to the stream at once (a fork costs milliseconds,
    while pickling a 100 MB forest costs seconds). The child runs at a lower

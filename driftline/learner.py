@@ -267,8 +267,6 @@ class LearnerService:
     def checkpoint(self, block: bool = False) -> None:
         """Take a checkpoint at the current cut (see driftline.checkpoint for the steps)."""
         self._finish_checkpoint(block=True)
-        if any(self.buffers.values()):
-            return  # the cut must sit between records: only checkpoint with empty merge buffers
         self._flush_predictions()
         self._flush_outputs()                                                   # step 1
         if self.send_failures:
@@ -276,7 +274,7 @@ class LearnerService:
             raise RuntimeError(f"{len(self.send_failures)} output record(s) were not acknowledged "
                                f"({self.send_failures[0]!r}); stopping before the checkpoint so that a "
                                "restart resumes from the last good one")
-        offsets = {f"{tp.topic}:{tp.partition}": self.next_offsets[tp] for tp in self.partitions}  # step 2
+        offsets = self._cut()                                                   # step 2
         self.version += 1
         now = time.time()
         counts = {"learned": self.stats.learned, "predicted": self.stats.predicted,
@@ -302,6 +300,14 @@ class LearnerService:
         self.stats.checkpoints += 1
         if block:
             self._finish_checkpoint(block=True)
+
+    def _cut(self) -> dict[str, int]:
+        """Per input partition, the offset of the first record the models have not taken: the head
+        of its merge buffer, or the next to fetch. A restore seeks there and fetches the buffered
+        records again, so a checkpoint may be taken between any two records, even in a backlog,
+        when the merge always holds some (it waits for every partition to have a head)."""
+        return {f"{tp.topic}:{tp.partition}": buf[0][2] if (buf := self.buffers[tp]) else self.next_offsets[tp]
+                for tp in self.partitions}
 
     def _finish_checkpoint(self, block: bool) -> None:
         done = self.checkpointer.poll(block=block)
@@ -367,8 +373,7 @@ class LearnerService:
                     last = time.monotonic()
                     on_progress(self)
         finally:
-            if not any(self.buffers.values()):
-                self.checkpoint(block=True)
+            self.checkpoint(block=True)
             self.producer.flush()
 
     @property
