@@ -9,6 +9,7 @@ import uvicorn
 from contracts.settings import KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import Role, pipeline_topics, table_changelog
+from driftline._gc import pin_mmap_threshold
 from models.snapshot import snapshot_key
 
 from deploy.serving._logging import configure_logging
@@ -40,6 +41,7 @@ def build(spec: Spec, config: ServingConfig, settings: KafkaSettings, key: bytes
 def serve(spec: Spec, config: ServingConfig, settings: KafkaSettings) -> None:
     """Run until SIGTERM or Ctrl-C."""
     configure_logging(config.log_level)
+    pin_mmap_threshold()  # driftline/_gc.py: snapshots of megabytes, loaded again and again, stay out of the heap
     app, _store, follower = build(spec, config, settings)
     log.info("serving", extra={"spec": spec.name, "host": config.host, "port": config.port,
                                "topic": follower.topic, "admin": config.admin_token is not None})
