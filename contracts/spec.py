@@ -32,7 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "Spec", "SpecError", "FieldSpec", "SchemaSpec", "SourceSpec", "LabelsSpec", "ModelSpec",
     "TopicsSpec", "FeaturesSpec", "StatelessFeature", "StatefulFeature", "load_spec", "load_spec_text", "resolve_callable", "resolve_river_class",
+    "SPEC_HELP",
 ]
+
+# Every command's SPEC argument says this in its --help.
+SPEC_HELP = "the pipeline spec (YAML); `driftline spec FILE` checks it and says what it declares"
 
 FieldType = Literal["float", "int", "bool", "str", "datetime"]
 TASKS = ("binary", "multiclass", "regression", "anomaly")

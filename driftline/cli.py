@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from contracts.settings import KafkaSettings
-from contracts.spec import Spec, SpecError, load_spec
+from contracts.spec import SPEC_HELP, Spec, SpecError, load_spec
 
 EPILOG = """\
 Every command reads the cluster from DRIFTLINE_BOOTSTRAP_SERVERS (default 127.0.0.1:9092);
@@ -255,6 +255,7 @@ def cmd_spec(args) -> int:
 # ---------------------------------------------------------------- parser
 
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="driftline", description="Streaming online learning on Kafka with river.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -269,12 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     ks.add_argument("--heap", default="512m", help="JVM heap per node (default 512m)")
     ks.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the cluster")
     kst = ksub.add_parser("stop", help="SIGTERM the nodes, SIGKILL after --timeout")
-    kst.add_argument("--data-dir")
+    kst.add_argument("--data-dir", help="the data dir the cluster was started with (default ~/.driftline/kafka)")
     kst.add_argument("--node", type=int, help="stop only this node (1-based)")
-    kst.add_argument("--timeout", type=float, default=30.0)
+    kst.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL (default 30)")
     kss = ksub.add_parser("status", help="what runs where (exit 1 when nothing runs)")
-    kss.add_argument("--data-dir")
-    kss.add_argument("--json", action="store_true")
+    kss.add_argument("--data-dir", help="the data dir the cluster was started with (default ~/.driftline/kafka)")
+    kss.add_argument("--json", action="store_true", help="machine-readable output")
     k.set_defaults(func=cmd_kafka)
 
     t = sub.add_parser("topics", help="the pipeline's topics")
@@ -282,17 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, hlp in (("create", "create the spec's topics (idempotent)"), ("list", "each topic's role and name"),
                       ("delete", "delete every topic the pipeline owns, the processors' changelogs too")):
         tp = tsub.add_parser(name, help=hlp)
-        tp.add_argument("spec")
+        tp.add_argument("spec", help=SPEC_HELP)
         tp.add_argument("--namespace", help="topic namespace (default: DRIFTLINE_NAMESPACE or none)")
         if name == "list":
-            tp.add_argument("--json", action="store_true")
+            tp.add_argument("--json", action="store_true", help="machine-readable output")
             tp.add_argument("--all", action="store_true", help="the processors' own topics (changelogs) too")
         if name == "delete":
             tp.add_argument("--yes", action="store_true", help="do not ask (required without a terminal)")
     t.set_defaults(func=cmd_topics)
 
     r = sub.add_parser("run", help="run the whole pipeline: ingest, process, learn")
-    r.add_argument("spec")
+    r.add_argument("spec", help=SPEC_HELP)
     r.add_argument("--until-drained", action="store_true", help="feed the source once, learn all of it, exit")
     r.add_argument("--summary-json", metavar="PATH", help="write counts per stage and final metrics here")
     r.add_argument("--keep-topics", action="store_true", help="keep the run's namespaced topics")
@@ -302,16 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     pr = sub.add_parser("process", help="run a processor worker (faust) until SIGTERM")
-    pr.add_argument("spec")
-    pr.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    pr.add_argument("spec", help=SPEC_HELP)
+    pr.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"],
+                    help="faust's log level (default warn)")
     pr.add_argument("--store", choices=["rocksdb", "memory"], help="table store (default: DRIFTLINE_STORE or rocksdb)")
     pr.add_argument("--datadir", help="table data directory (default: one per process under DRIFTLINE_HOME)")
     pr.set_defaults(func=cmd_process)
 
     # ---- export (processors) ----
     ex = sub.add_parser("export", help="write a stage's records over a time range to Parquet or CSV")
-    ex.add_argument("spec")
-    ex.add_argument("--stage", required=True, choices=["clean", "features", "examples"])
+    ex.add_argument("spec", help=SPEC_HELP)
+    ex.add_argument("--stage", required=True, choices=["clean", "features", "examples"], help="the topic to export")
     ex.add_argument("--to", required=True, metavar="FILE", help="FILE.parquet or FILE.csv")
     ex.add_argument("--from", dest="since", metavar="T", help="from this time (seconds or ISO-8601), inclusive")
     ex.add_argument("--until", metavar="T", help="until this time, exclusive")
@@ -321,9 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- end export ----
 
     le = sub.add_parser("learn", help="run the learner: predict, score and learn every event")
-    le.add_argument("spec")
+    le.add_argument("spec", help=SPEC_HELP)
     le.add_argument("--until-drained", action="store_true", help="exit once the input as of start is learned")
-    le.add_argument("--summary-json", metavar="PATH")
+    le.add_argument("--summary-json", metavar="PATH", help="on exit, write counts and each model's metrics here")
     replay = le.add_mutually_exclusive_group()
     replay.add_argument("--from-beginning", action="store_true",
                         help="ignore checkpoints and rebuild the models from the start of the retained log")
@@ -346,22 +348,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- serve (deploy/serving) ---
     sv = sub.add_parser("serve", help="serve the current models over HTTP, hot-swapped from the models topic")
-    sv.add_argument("spec")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("spec", help=SPEC_HELP)
+    sv.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
     sv.add_argument("--history", type=int, default=32, help="versions kept per model for pinning and replay")
     sv.add_argument("--max-batch", type=int, default=256, help="records per POST /predict")
     sv.add_argument("--max-body-bytes", type=int, default=1_048_576, help="larger request bodies get 413")
     sv.add_argument("--admin-token-file", help="bearer token of the admin routes "
                                                "(default: DRIFTLINE_SERVING_ADMIN_TOKEN; none disables them)")
     sv.add_argument("--namespace", help="topic namespace (default: DRIFTLINE_NAMESPACE or none)")
-    sv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                    help="JSON log level on stderr (default info)")
     sv.set_defaults(func=cmd_serve)
     # --- serve end ---
 
     # --- report (monitoring) ---
     rp = sub.add_parser("report", help="PNG of each model's metric over time, drifts and champion changes")
-    rp.add_argument("spec")
+    rp.add_argument("spec", help=SPEC_HELP)
     rp.add_argument("-o", "--output", default="driftline-report.png", help="PNG path (default: %(default)s)")
     rp.add_argument("--namespace", help="topic namespace (default: DRIFTLINE_NAMESPACE or none)")
     rp.add_argument("--limit", type=int, help="read at most this many predictions")
@@ -369,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     # --- report end ---
 
     sp = sub.add_parser("spec", help="validate a pipeline spec and say what it declares")
-    sp.add_argument("spec")
+    sp.add_argument("spec", help=SPEC_HELP)
     sp.set_defaults(func=cmd_spec)
     return p
 

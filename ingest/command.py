@@ -14,14 +14,14 @@ import threading
 from pathlib import Path
 
 from contracts.settings import KafkaSettings
-from contracts.spec import Spec
+from contracts.spec import SPEC_HELP, Spec
 from contracts.topics import Role
 
 __all__ = ["add_ingest_arguments", "add_gateway_arguments", "run_ingest", "run_gateway"]
 
 
 def add_ingest_arguments(ing) -> None:
-    ing.add_argument("spec")
+    ing.add_argument("spec", help=SPEC_HELP)
     ing.add_argument("--source", help="file:PATH (csv, jsonl, parquet), dataset:NAME, "
                      "synth:NAME?param=value&seed=N, or - for stdin (default: the spec's source)")
     ing.add_argument("--rate", type=float, help="events per second (default: as fast as the broker takes)")
@@ -32,7 +32,8 @@ def add_ingest_arguments(ing) -> None:
                      help="the source is a label file (id and label per record): feed the labels topic")
     ing.add_argument("--on-error", choices=["skip", "dlq", "fail"], default="dlq",
                      help="bad input: count it (skip), also dead-letter it (dlq, default), or stop (fail)")
-    ing.add_argument("--compression", choices=["none", "gzip", "lz4", "zstd"], default="lz4")
+    ing.add_argument("--compression", choices=["none", "gzip", "lz4", "zstd"], default="lz4",
+                     help="record batch compression (default lz4)")
     ing.add_argument("--namespace", help="topic namespace (default: DRIFTLINE_NAMESPACE or none)")
     ing.add_argument("--summary-json", metavar="PATH", help="write sent/acknowledged/rejected/failed here")
     ing.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (default: off)")
@@ -41,12 +42,13 @@ def add_ingest_arguments(ing) -> None:
 
 
 def add_gateway_arguments(gw) -> None:
-    gw.add_argument("spec")
-    gw.add_argument("--host", default="127.0.0.1")
-    gw.add_argument("--port", type=int, default=8088)
+    gw.add_argument("spec", help=SPEC_HELP)
+    gw.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    gw.add_argument("--port", type=int, default=8088, help="HTTP port (default 8088)")
     gw.add_argument("--namespace", help="topic namespace (default: DRIFTLINE_NAMESPACE or none)")
     gw.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024, help="larger requests get 413")
-    gw.add_argument("--compression", choices=["none", "gzip", "lz4", "zstd"], default="lz4")
+    gw.add_argument("--compression", choices=["none", "gzip", "lz4", "zstd"], default="lz4",
+                    help="record batch compression (default lz4)")
 
 
 def _say(msg: str) -> None:
