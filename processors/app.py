@@ -62,6 +62,12 @@ log = logging.getLogger("driftline.processors")
 
 BATCH = 1000
 STORES = {"rocksdb": "rocksdb://", "memory": "memory://"}
+# RocksDB memory per table partition (one database each). faust's defaults are sized for a server of
+# its own: three 64 MiB memtables and a 2 GiB block cache per database, and a worker holds eight
+# (four tables, two partitions each) and more as it takes partitions. Its resident memory then grew
+# with every memtable that filled, through a 2M-event soak. These bound each database to at most
+# 2 × 8 MiB of memtables and a 16 MiB cache; the entity state of one key is a few hundred bytes.
+ROCKSDB_OPTIONS = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
 DLQ_MAX_BYTES = 16 * 1024 * 1024
 SWEEP_CHUNK = 2000  # store entries a TTL sweep reads per batch and partition
 
@@ -377,8 +383,9 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     # missing from its consumer's metadata at the first table write (PartitionsMismatch, 0 partitions).
     create_topics(settings, list(topics.values()) + processors_internal_topics(spec, namespace))
     # Every table write goes through DirectTable (processors/_tables.py).
-    table = {name: DirectTable(app, app.Table(name, partitions=n, schema=faust.Schema(key_serializer="json",
-                                                                                       value_serializer="json")))
+    rocks = store.startswith("rocksdb:")
+    table = {name: DirectTable(app, app.Table(name, partitions=n, options=dict(ROCKSDB_OPTIONS) if rocks else None,
+                                              schema=faust.Schema(key_serializer="json", value_serializer="json")))
              for name in PROCESSOR_TABLES}
     stage = Stage(spec)
     joiner = LabelJoin(spec.labels.ttl_seconds)
