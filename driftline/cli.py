@@ -166,7 +166,18 @@ def cmd_learn(args) -> int:
     if svc.stats.restored_from is not None:
         print(f"driftline: resumed from checkpoint {svc.stats.restored_from} "
               f"({svc.stats.learned} events learned)", file=sys.stderr)
-    signal.signal(signal.SIGTERM, lambda *_: svc.stop())
+
+    def graceful(signum, _frame):
+        # First Ctrl-C (or SIGTERM): finish the current poll's records, checkpoint, exit. A second
+        # Ctrl-C interrupts at once, without a checkpoint: a restart resumes from the last one.
+        if signum == signal.SIGINT:
+            print("driftline: stopping: finishing the batch, taking a checkpoint (Ctrl-C again to force)",
+                  file=sys.stderr, flush=True)
+        svc.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, graceful)
+    signal.signal(signal.SIGTERM, graceful)
     tune_for_streaming()  # driftline/_gc.py: freeze start-up objects, a wider young generation
     try:
         svc.run(until_drained=args.until_drained)

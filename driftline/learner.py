@@ -354,11 +354,14 @@ class LearnerService:
     def run(self, until_drained: bool = False, on_progress=None, progress_every_s: float = 1.0) -> None:
         """Learn until :meth:`stop` (or, with ``until_drained``, until the input's end at start).
 
-        A final checkpoint is taken on the way out, so a clean shutdown loses nothing.
+        A final checkpoint is taken on the way out of a clean stop, so it loses nothing. An exception
+        (a second Ctrl-C, say) may have cut a record's handling short, so it takes none: a restart
+        resumes from the last checkpoint, as after a crash.
         """
         targets = self.consumer.end_offsets(self.partitions) if until_drained else None
         _learner_metrics.serve()
         last = time.monotonic()
+        clean = False
         try:
             while not self.stopping.is_set():
                 if targets is not None and all(self.next_offsets[tp] >= off and not self.buffers[tp]
@@ -372,8 +375,10 @@ class LearnerService:
                 if on_progress and time.monotonic() - last >= progress_every_s:
                     last = time.monotonic()
                     on_progress(self)
+            clean = True
         finally:
-            self.checkpoint(block=True)
+            if clean:
+                self.checkpoint(block=True)
             self.producer.flush()
 
     @property
