@@ -89,16 +89,24 @@ def synthetic(n, seed=7):
     return out
 
 
-def test_kill_minus_nine_five_times_gives_the_fault_free_result_exactly(settings, namespace, tmp_path):
-    fields = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
-    spec_path = write_spec(
-        tmp_path, name="crash", source=None, schema={"fields": fields, "label": "y"},
-        models={"lr": {"estimator": "preprocessing.StandardScaler | linear_model.LogisticRegression"},
-                "tree": {"estimator": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 50}}},
-        metrics=["Accuracy", "LogLoss"], snapshots={"every_events": 1500, "every_seconds": 0.5})
+FIELDS = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
+
+
+def numeric_pipeline(settings, namespace, tmp_path, name, **overrides):
+    """A spec over :func:`synthetic`'s records, with its topics made: (spec path, spec, topics)."""
+    spec_path = write_spec(tmp_path, name=name, source=None, schema={"fields": FIELDS, "label": "y"}, **overrides)
     spec = load_spec(spec_path)
     topics = pipeline_topics(spec, namespace)
     kafkautil.create_topics(settings, list(topics.values()))
+    return spec_path, spec, topics
+
+
+def test_kill_minus_nine_five_times_gives_the_fault_free_result_exactly(settings, namespace, tmp_path):
+    spec_path, spec, topics = numeric_pipeline(
+        settings, namespace, tmp_path, "crash",
+        models={"lr": {"estimator": "preprocessing.StandardScaler | linear_model.LogisticRegression"},
+                "tree": {"estimator": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 50}}},
+        metrics=["Accuracy", "LogLoss"], snapshots={"every_events": 1500, "every_seconds": 0.5})
     records = synthetic(40_000)
     produce(settings, topics[Role.FEATURES].name, records)
 
@@ -134,12 +142,8 @@ def test_kill_minus_nine_five_times_gives_the_fault_free_result_exactly(settings
 
 
 def test_two_learner_shards_split_the_partitions_and_each_is_exact(settings, namespace, tmp_path):
-    fields = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
-    spec_path = write_spec(tmp_path, name="shards", source=None, schema={"fields": fields, "label": "y"},
-                           topics={"partitions": 2}, metrics=["Accuracy"])
-    spec = load_spec(spec_path)
-    topics = pipeline_topics(spec, namespace)
-    kafkautil.create_topics(settings, list(topics.values()))
+    spec_path, spec, topics = numeric_pipeline(settings, namespace, tmp_path, "shards", topics={"partitions": 2},
+                                               metrics=["Accuracy"])
     records = synthetic(6000, seed=11)
     p = KafkaProducer(**settings.kafka_python(), acks="all")
     for i, r in enumerate(records):
@@ -167,12 +171,8 @@ def test_a_checkpoint_with_records_in_the_merge_resumes_at_the_first_one_not_tak
     checkpoint must not wait for empty buffers: its cut is each partition's first record not taken."""
     from driftline.learner import LearnerService
 
-    fields = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
-    spec_path = write_spec(tmp_path, name="cut", source=None, schema={"fields": fields, "label": "y"},
-                           topics={"partitions": 2}, metrics=["Accuracy"])
-    spec = load_spec(spec_path)
-    topics = pipeline_topics(spec, namespace)
-    kafkautil.create_topics(settings, list(topics.values()))
+    spec_path, spec, topics = numeric_pipeline(settings, namespace, tmp_path, "cut", topics={"partitions": 2},
+                                               metrics=["Accuracy"])
     records = synthetic(4000, seed=13)
     p = KafkaProducer(**settings.kafka_python(), acks="all")
     for i, r in enumerate(records):
@@ -210,12 +210,8 @@ def test_a_checkpoint_with_records_in_the_merge_resumes_at_the_first_one_not_tak
 
 
 def test_ctrl_c_finishes_the_batch_and_checkpoints_everything_learned(settings, namespace, tmp_path):
-    fields = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
-    spec_path = write_spec(tmp_path, name="ctrlc", source=None, schema={"fields": fields, "label": "y"},
-                           metrics=["Accuracy"], snapshots={"every_events": 10**9, "every_seconds": 3600})
-    spec = load_spec(spec_path)
-    topics = pipeline_topics(spec, namespace)
-    kafkautil.create_topics(settings, list(topics.values()))
+    spec_path, spec, topics = numeric_pipeline(settings, namespace, tmp_path, "ctrlc", metrics=["Accuracy"],
+                                               snapshots={"every_events": 10**9, "every_seconds": 3600})
     records = synthetic(3000, seed=17)
     produce(settings, topics[Role.FEATURES].name, records)
 
@@ -239,12 +235,7 @@ def test_ctrl_c_finishes_the_batch_and_checkpoints_everything_learned(settings, 
 
 
 def test_from_beginning_rebuilds_the_models_from_the_retained_log(settings, namespace, tmp_path):
-    fields = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
-    spec_path = write_spec(tmp_path, name="replay", source=None, schema={"fields": fields, "label": "y"},
-                           metrics=["Accuracy"])
-    spec = load_spec(spec_path)
-    topics = pipeline_topics(spec, namespace)
-    kafkautil.create_topics(settings, list(topics.values()))
+    spec_path, spec, topics = numeric_pipeline(settings, namespace, tmp_path, "replay", metrics=["Accuracy"])
     records = synthetic(3000, seed=5)
     produce(settings, topics[Role.FEATURES].name, records)
     home = tmp_path / "home"
@@ -271,12 +262,8 @@ class _Canary:
 def test_tampered_and_forged_checkpoints_are_refused_and_the_previous_one_restores(settings, namespace, tmp_path):
     from models.snapshot import dump_snapshot
 
-    fields = {f"f{k}": "float" for k in range(6)} | {"y": "bool"}
-    spec_path = write_spec(tmp_path, name="tamper", source=None, schema={"fields": fields, "label": "y"},
-                           metrics=["Accuracy"], snapshots={"every_events": 500, "every_seconds": 3600})
-    spec = load_spec(spec_path)
-    topics = pipeline_topics(spec, namespace)
-    kafkautil.create_topics(settings, list(topics.values()))
+    spec_path, spec, topics = numeric_pipeline(settings, namespace, tmp_path, "tamper", metrics=["Accuracy"],
+                                               snapshots={"every_events": 500, "every_seconds": 3600})
     records = synthetic(3000, seed=8)
     produce(settings, topics[Role.FEATURES].name, records)
     home = tmp_path / "home"
