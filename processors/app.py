@@ -67,7 +67,30 @@ STORES = {"rocksdb": "rocksdb://", "memory": "memory://"}
 # (four tables, two partitions each) and more as it takes partitions. Its resident memory then grew
 # with every memtable that filled, through a 2M-event soak. These bound each database to at most
 # 2 × 8 MiB of memtables and a 16 MiB cache; the entity state of one key is a few hundred bytes.
+# DRIFTLINE_ROCKSDB_MEMTABLE_MIB and DRIFTLINE_ROCKSDB_CACHE_MIB change the two sizes.
 ROCKSDB_OPTIONS = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
+
+
+def rocksdb_options(env=os.environ) -> dict:
+    """:data:`ROCKSDB_OPTIONS`, with the sizes the environment sets (MiB).
+
+    >>> rocksdb_options({"DRIFTLINE_ROCKSDB_CACHE_MIB": "64"})["block_cache_size"] == 64 << 20
+    True
+    """
+    options = dict(ROCKSDB_OPTIONS)
+    for var, key in (("DRIFTLINE_ROCKSDB_MEMTABLE_MIB", "write_buffer_size"),
+                     ("DRIFTLINE_ROCKSDB_CACHE_MIB", "block_cache_size")):
+        raw = env.get(var)
+        if raw is None:
+            continue
+        try:
+            mib = int(raw)
+            assert mib >= 1
+        except (ValueError, AssertionError):
+            raise SystemExit(f"driftline: {var}={raw!r}: give a whole number of MiB, at least 1 "
+                             f"(default {ROCKSDB_OPTIONS[key] >> 20})") from None
+        options[key] = mib << 20
+    return options
 DLQ_MAX_BYTES = 16 * 1024 * 1024
 SWEEP_CHUNK = 2000  # store entries a TTL sweep reads per batch and partition
 
@@ -383,8 +406,8 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     # missing from its consumer's metadata at the first table write (PartitionsMismatch, 0 partitions).
     create_topics(settings, list(topics.values()) + processors_internal_topics(spec, namespace))
     # Every table write goes through DirectTable (processors/_tables.py).
-    rocks = store.startswith("rocksdb:")
-    table = {name: DirectTable(app, app.Table(name, partitions=n, options=dict(ROCKSDB_OPTIONS) if rocks else None,
+    rocks = rocksdb_options() if store.startswith("rocksdb:") else None
+    table = {name: DirectTable(app, app.Table(name, partitions=n, options=dict(rocks) if rocks else None,
                                               schema=faust.Schema(key_serializer="json", value_serializer="json")))
              for name in PROCESSOR_TABLES}
     stage = Stage(spec)
