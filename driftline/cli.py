@@ -178,7 +178,7 @@ def cmd_learn(args) -> int:
 
     signal.signal(signal.SIGINT, graceful)
     signal.signal(signal.SIGTERM, graceful)
-    tune_for_streaming()  # driftline/_gc.py: freeze start-up objects, a wider young generation
+    tune_for_streaming()  # driftline/_gc.py: GC and allocator settings for a long-running service
     try:
         svc.run(until_drained=args.until_drained)
     except KeyboardInterrupt:
@@ -264,7 +264,6 @@ def cmd_spec(args) -> int:
 
 
 # ---------------------------------------------------------------- parser
-
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,6 +62,8 @@ log = logging.getLogger("driftline.processors")
 
 BATCH = 1000
 STORES = {"rocksdb": "rocksdb://", "memory": "memory://"}
+DLQ_MAX_BYTES = 16 * 1024 * 1024
+SWEEP_CHUNK = 2000  # store entries a TTL sweep reads per batch and partition
 # RocksDB memory per table partition (one database each). faust's defaults are sized for a server of
 # its own: three 64 MiB memtables and a 2 GiB block cache per database, and a worker holds eight
 # (four tables, two partitions each) and more as it takes partitions. Its resident memory then grew
@@ -83,16 +85,12 @@ def rocksdb_options(env=os.environ) -> dict:
         raw = env.get(var)
         if raw is None:
             continue
-        try:
-            mib = int(raw)
-            assert mib >= 1
-        except (ValueError, AssertionError):
+        mib = int(raw) if raw.strip().isdecimal() else 0
+        if mib < 1:
             raise SystemExit(f"driftline: {var}={raw!r}: give a whole number of MiB, at least 1 "
-                             f"(default {ROCKSDB_OPTIONS[key] >> 20})") from None
+                             f"(default {ROCKSDB_OPTIONS[key] >> 20})")
         options[key] = mib << 20
     return options
-DLQ_MAX_BYTES = 16 * 1024 * 1024
-SWEEP_CHUNK = 2000  # store entries a TTL sweep reads per batch and partition
 
 
 def dead_letter_headers(reason: str, message: str, topic: str, partition: int, offset: int) -> list:
@@ -697,7 +695,7 @@ def run_worker(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     # made aiokafka build a debug log record per message sent (a tenth of the worker's time) and
     # wrote cursor escapes into log files.
     worker.spinner = None
-    tune_for_streaming()  # driftline/_gc.py: freeze start-up objects, a wider young generation
+    tune_for_streaming()  # driftline/_gc.py: GC and allocator settings for a long-running service
     try:
         worker.execute_from_commandline()
     finally:

@@ -34,10 +34,11 @@ def write_spec(tmp_path, **overrides) -> Path:
     return path
 
 
-def produce(settings, topic, records):
+def produce(settings, topic, records, partitions: int | None = None):
+    """Send ``records`` to ``topic``; with ``partitions``, record i goes to partition i % partitions."""
     p = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=5)
-    for r in records:
-        p.send(topic, value=serde.dumps(r))
+    for i, r in enumerate(records):
+        p.send(topic, value=serde.dumps(r), partition=None if partitions is None else i % partitions)
     p.flush()
     p.close()
 
@@ -145,11 +146,7 @@ def test_two_learner_shards_split_the_partitions_and_each_is_exact(settings, nam
     spec_path, spec, topics = numeric_pipeline(settings, namespace, tmp_path, "shards", topics={"partitions": 2},
                                                metrics=["Accuracy"])
     records = synthetic(6000, seed=11)
-    p = KafkaProducer(**settings.kafka_python(), acks="all")
-    for i, r in enumerate(records):
-        p.send(topics[Role.FEATURES].name, value=serde.dumps(r), partition=i % 2)
-    p.flush()
-    p.close()
+    produce(settings, topics[Role.FEATURES].name, records, partitions=2)
 
     home = tmp_path / "home"
     outs = [tmp_path / f"s{i}.json" for i in range(2)]
@@ -174,11 +171,7 @@ def test_a_checkpoint_with_records_in_the_merge_resumes_at_the_first_one_not_tak
     spec_path, spec, topics = numeric_pipeline(settings, namespace, tmp_path, "cut", topics={"partitions": 2},
                                                metrics=["Accuracy"])
     records = synthetic(4000, seed=13)
-    p = KafkaProducer(**settings.kafka_python(), acks="all")
-    for i, r in enumerate(records):
-        p.send(topics[Role.FEATURES].name, value=serde.dumps(r), partition=i % 2)
-    p.flush()
-    p.close()
+    produce(settings, topics[Role.FEATURES].name, records, partitions=2)
 
     home = tmp_path / "home" / "snapshots" / namespace / "cut"  # where `driftline learn` keeps them
     first = LearnerService(spec, settings, namespace, snapshot_dir=home, key=KEY)
