@@ -1,4 +1,5 @@
-"""Garbage-collector and allocator settings for the long-running services (worker, learner).
+"""Garbage-collector and allocator settings for the long-running services (worker, learner; serving
+pins the mmap threshold only).
 
 Three things, measured on the reference pipeline (``bench/``) and the chaos suite's memory soak:
 
