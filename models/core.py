@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 
 from contracts.spec import Spec
+from models import _nb_reuse
 from models.drift import ErrorDrift, error_of
 from models.estimators import build_estimator
 from models.prequential import ModelRunner, Prediction
@@ -38,6 +39,7 @@ def _proba_pairs(proba):
 
 class LearnerCore:
     def __init__(self, spec: Spec, only: list[str] | None = None):
+        _nb_reuse.install()  # exact; a learner's trees compute each naive Bayes vote once (models/_nb_reuse.py)
         self.spec = spec
         self.model_specs = dict(spec.models)
         self.halving = None
@@ -64,6 +66,10 @@ class LearnerCore:
         self.n_events = 0
         self.n_labeled = 0
         self.n_unmatched_labels = 0
+
+    def __setstate__(self, state: dict) -> None:  # restored from a checkpoint
+        _nb_reuse.install()
+        self.__dict__.update(state)
 
     # ---------------------------------------------------------------- models
 

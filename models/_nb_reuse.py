@@ -1,0 +1,85 @@
+"""Reuse a Hoeffding-tree leaf's naive Bayes vote between predicting an event and learning it.
+
+river's ``LeafNaiveBayesAdaptive`` (the leaves of ``HoeffdingTreeClassifier``, its adaptive and
+extremely fast variants and ARF's trees, all with the default ``leaf_prediction="nba"``) scores
+naive Bayes against the majority class as it learns: ``learn_one`` computes the naive Bayes
+prediction of ``x`` from the leaf's statistics, then updates them. Learning prequentially, the
+same leaf has just computed that very prediction for the same ``x`` when it was asked to predict,
+so the learner computed it twice per event. It is the costliest step of the tree: over
+``examples/bench.yaml``'s stream, ``do_naive_bayes_prediction`` was a quarter of the learner's
+own thread (py-spy), and the reuse takes 12-14% off ``LearnerCore.on_event``.
+
+:func:`install` replaces the two methods with the same code plus a memo. ``prediction`` keeps,
+per leaf, the winning class of the naive Bayes vote it computed, with what it was computed from.
+``learn_one`` uses it only if nothing has changed since: the same ``x`` object with the same items,
+and the leaf's class counts and splitters as they were (a leaf's statistics change only when it
+learns or splits, and learning consumes the memo). Otherwise it computes the vote, as river does.
+Either way the outcome is river's, bit for bit (``tests/unit/test_nb_reuse.py`` compares trees
+with and without it). The memo is kept beside the tree, in a weak mapping, so snapshots do not
+carry it.
+
+It is installed only on the river release it was written against (:data:`RIVER_VERSION`);
+another release keeps river's own methods.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import river
+from river.tree.nodes.htc_nodes import LeafNaiveBayesAdaptive
+from river.tree.utils import do_naive_bayes_prediction
+
+__all__ = ["install", "uninstall", "installed", "RIVER_VERSION"]
+
+RIVER_VERSION = "0.26.1"
+_ORIGINAL = {"prediction": LeafNaiveBayesAdaptive.prediction, "learn_one": LeafNaiveBayesAdaptive.learn_one}
+_EMPTY = object()  # the vote was empty (river then counts no naive Bayes hit)
+_memo: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _prediction(self, x, *, tree=None):
+    if self.is_active() and self._nb_correct_weight >= self._mc_correct_weight:
+        proba = do_naive_bayes_prediction(x, self.stats, self.splitters)
+        top = max(proba, key=proba.get) if len(proba) > 0 else _EMPTY
+        _memo[self] = (x, tuple(x.items()), tuple(self.stats.items()), self.splitters, len(self.splitters), top)
+        return proba
+    return super(LeafNaiveBayesAdaptive, self).prediction(x)
+
+
+def _learn_one(self, x, y, *, w=1.0, tree=None):
+    memo = _memo.pop(self, None)
+    if self.is_active():
+        mc_pred = super(LeafNaiveBayesAdaptive, self).prediction(x)
+        # Empty node (assume the majority class will be the best option) or majority class prediction is correct
+        if len(self.stats) == 0 or max(mc_pred, key=mc_pred.get) == y:
+            self._mc_correct_weight += w
+        if (memo is not None and memo[0] is x and memo[3] is self.splitters and memo[4] == len(self.splitters)
+                and memo[2] == tuple(self.stats.items()) and memo[1] == tuple(x.items())):
+            top = memo[5]
+        else:
+            nb_pred = do_naive_bayes_prediction(x, self.stats, self.splitters)
+            top = max(nb_pred, key=nb_pred.get) if len(nb_pred) > 0 else _EMPTY
+        if top is not _EMPTY and top == y:
+            self._nb_correct_weight += w
+    super(LeafNaiveBayesAdaptive, self).learn_one(x, y, w=w, tree=tree)
+
+
+def install() -> bool:
+    """Reuse the vote from now on, in this process; False (and river's methods) on another release."""
+    if river.__version__ != RIVER_VERSION:
+        return False
+    LeafNaiveBayesAdaptive.prediction = _prediction
+    LeafNaiveBayesAdaptive.learn_one = _learn_one
+    return True
+
+
+def uninstall() -> None:
+    """river's own methods again (the tests compare the two)."""
+    LeafNaiveBayesAdaptive.prediction = _ORIGINAL["prediction"]
+    LeafNaiveBayesAdaptive.learn_one = _ORIGINAL["learn_one"]
+    _memo.clear()
+
+
+def installed() -> bool:
+    return LeafNaiveBayesAdaptive.learn_one is _learn_one
