@@ -216,10 +216,20 @@ def load_layout(data_dir: Path) -> KafkaLayout | None:
 
 
 def _cluster_id(layout: KafkaLayout) -> str:
+    """The cluster's id, made once per data directory.
+
+    Like Kafka's ``Uuid.randomUuid()``, it never starts with ``-``: ``kafka-storage format -t -x…``
+    reads such an id as an option and fails ("expected one argument"), one fresh directory in 64.
+    An id saved by an older driftline that starts with ``-`` never formatted a node, so it is replaced.
+    """
     f = layout.data_dir / "cluster.id"
     if f.exists():
-        return f.read_text().strip()
-    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cid = f.read_text().strip()
+        if cid and not cid.startswith("-"):
+            return cid
+    cid = "-"
+    while cid.startswith("-"):
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
     f.write_text(cid)
     return cid
 
