@@ -38,11 +38,16 @@ _EMPTY = object()  # the vote was empty (river then counts no naive Bayes hit)
 _memo: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _winner(proba: dict):
+    """The class river's ``max(proba, key=proba.get)`` picks, or :data:`_EMPTY` for no vote."""
+    return max(proba, key=proba.get) if len(proba) > 0 else _EMPTY
+
+
 def _prediction(self, x, *, tree=None):
     if self.is_active() and self._nb_correct_weight >= self._mc_correct_weight:
         proba = do_naive_bayes_prediction(x, self.stats, self.splitters)
-        top = max(proba, key=proba.get) if len(proba) > 0 else _EMPTY
-        _memo[self] = (x, tuple(x.items()), tuple(self.stats.items()), self.splitters, len(self.splitters), top)
+        _memo[self] = (x, tuple(x.items()), tuple(self.stats.items()), self.splitters, len(self.splitters),
+                       _winner(proba))
         return proba
     return super(LeafNaiveBayesAdaptive, self).prediction(x)
 
@@ -58,8 +63,7 @@ def _learn_one(self, x, y, *, w=1.0, tree=None):
                 and memo[2] == tuple(self.stats.items()) and memo[1] == tuple(x.items())):
             top = memo[5]
         else:
-            nb_pred = do_naive_bayes_prediction(x, self.stats, self.splitters)
-            top = max(nb_pred, key=nb_pred.get) if len(nb_pred) > 0 else _EMPTY
+            top = _winner(do_naive_bayes_prediction(x, self.stats, self.splitters))
         if top is not _EMPTY and top == y:
             self._nb_correct_weight += w
     super(LeafNaiveBayesAdaptive, self).learn_one(x, y, w=w, tree=tree)
