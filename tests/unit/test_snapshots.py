@@ -5,6 +5,8 @@ import hmac
 import os
 import pickle
 import struct
+import threading
+import time
 
 import pytest
 
@@ -103,20 +105,72 @@ def test_key_from_env_file_or_generated(tmp_path):
 
 
 def test_the_checkpoint_writer_child_runs_below_the_learners_priority(tmp_path, monkeypatch):
-    """The forked writer pickles at a lower priority, so it does not take cores from the stream."""
+    """The forked writer pickles at a lower priority, and in the idle class where there is one,
+    so it does not take cores from the stream."""
     import os
 
     from driftline.checkpoint import CHILD_NICE, Checkpointer
 
-    seen = tmp_path / "niceness"
+    seen = tmp_path / "priority"
 
     def write(self, version, meta, core, model_metas):
-        seen.write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+        policy = os.sched_getscheduler(0) if hasattr(os, "SCHED_IDLE") else None
+        seen.write_text(f"{os.getpriority(os.PRIO_PROCESS, 0)} {policy}")
         return 0
 
     monkeypatch.setattr(Checkpointer, "_write", write)
+    monkeypatch.setattr(Checkpointer, "_raise_child", staticmethod(lambda p: None))  # as it starts
     c = Checkpointer(tmp_path / "snaps", b"k" * 32, use_fork=True)
     c.start(1, {}, None, {})
     assert c.poll(block=True).version == 1
     assert CHILD_NICE > 0
-    assert int(seen.read_text()) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICE)
+    nice, policy = seen.read_text().split()
+    assert int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICE)
+    if hasattr(os, "SCHED_IDLE"):
+        assert int(policy) == os.SCHED_IDLE
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+@pytest.mark.parametrize("block", [True, False])
+def test_a_writer_the_learner_waits_for_or_that_runs_long_gets_the_normal_class_back(tmp_path, monkeypatch, block):
+    """Idle-class writers must not starve: waited for (``block``), or past the grace period on a
+    machine whose cores are never idle, the child is raised to the normal class at its niceness."""
+    import driftline.checkpoint as checkpoint
+    from driftline.checkpoint import CHILD_NICE, Checkpointer
+
+    started, release, after = tmp_path / "started", tmp_path / "release", tmp_path / "after"
+
+    def write(self, version, meta, core, model_metas):
+        started.write_text(str(os.sched_getscheduler(0)))
+        deadline = time.monotonic() + 20
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        after.write_text(f"{os.sched_getscheduler(0)} {os.getpriority(os.PRIO_PROCESS, 0)}")
+        return 0
+
+    monkeypatch.setattr(Checkpointer, "_write", write)
+    monkeypatch.setattr(checkpoint, "CHILD_IDLE_GRACE_S", 0.0 if not block else 3600.0)
+    c = Checkpointer(tmp_path / "snaps", b"k" * 32, use_fork=True)
+    c.start(1, {}, None, {})
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert int(started.read_text()) == os.SCHED_IDLE
+    if block:
+        def release_once_raised():  # while the learner is blocked in poll
+            while not c.pending.raised:
+                time.sleep(0.01)
+            release.touch()
+
+        threading.Thread(target=release_once_raised, daemon=True).start()
+        done = c.poll(block=True)
+    else:
+        assert c.poll(block=False) is None  # past the grace: raised, still writing
+        release.touch()
+        while (done := c.poll(block=False)) is None:
+            time.sleep(0.01)
+    assert done.version == 1 and done.raised
+    policy, nice = after.read_text().split()
+    if os.geteuid() == 0:  # raising a priority again needs the privilege
+        assert int(policy) == os.SCHED_OTHER
+        assert int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICE)
