@@ -155,3 +155,42 @@ def test_only_on_the_river_release_it_copies(monkeypatch):
     monkeypatch.setattr(river, "__version__", "99.0")
     assert not _nb_reuse.install()
     assert not _nb_reuse.installed()
+
+
+@pytest.mark.parametrize("stats", [
+    {True: 3.0, False: 3.0}, {False: 3.0, True: 3.0}, {0: 1.0, 1: 2.0, 2: 2.0}, {"a": 0.0, "b": 0.0},
+    {"a": 0.1, "b": 0.2, "c": 0.30000000000000004}, {"a": 1e-320, "b": 2e-320}, {"a": float("nan"), "b": 1.0},
+    {"a": 7.0, "b": -7.0}, {"x": 0.7, "y": 0.7000000000000001, "z": 1.0},  # y's larger count and x's scale to the same value
+])
+def test_the_majority_vote_without_the_copy_is_rivers(stats):
+    """``_majority`` picks the class of river's normalized deep copy: ties, counts that scale to the
+    same value, zero and NaN sums included (an empty leaf never asks: it counts as a hit first)."""
+    from river.tree.nodes.htc_nodes import LeafMajorityClass
+
+    leaf = LeafNaiveBayesAdaptive(dict(stats), depth=0, splitter=tree.splitter.GaussianSplitter())
+    mc = LeafMajorityClass.prediction(leaf, {})
+    assert _nb_reuse._majority(leaf) == max(mc, key=mc.get)
+    assert leaf.stats == stats  # the counts are left as they were
+
+
+def test_every_river_leaf_class_takes_the_plain_majority_vote():
+    """The shortcut applies to the leaves river makes; a subclass with its own vote keeps it."""
+    from river.tree.nodes.arf_htc_nodes import RandomLeafNaiveBayesAdaptive
+    from river.tree.nodes.efdtc_nodes import EFDTLeafNaiveBayesAdaptive
+    from river.tree.nodes.hatc_nodes import AdaLeafClassifier
+
+    for cls in (LeafNaiveBayesAdaptive, RandomLeafNaiveBayesAdaptive, EFDTLeafNaiveBayesAdaptive, AdaLeafClassifier):
+        assert _nb_reuse._plain_majority(cls)
+
+    class Own(LeafNaiveBayesAdaptive):
+        pass
+
+    class Voting(tree.nodes.htc_nodes.LeafMajorityClass):
+        def prediction(self, x, *, tree=None):
+            return {"always": 1.0}
+
+    class Mixed(LeafNaiveBayesAdaptive, Voting):
+        pass
+
+    assert _nb_reuse._plain_majority(Own)
+    assert not _nb_reuse._plain_majority(Mixed)
