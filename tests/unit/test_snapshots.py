@@ -174,3 +174,47 @@ def test_a_writer_the_learner_waits_for_or_that_runs_long_gets_the_normal_class_
     if os.geteuid() == 0:  # raising a priority again needs the privilege
         assert int(policy) == os.SCHED_OTHER
         assert int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICE)
+
+
+def test_a_checkpoint_pickles_each_model_once_and_restores_the_same_learner(tmp_path):
+    """The checkpoint's core carries each model's own snapshot payload byte for byte (pickled once
+    for both), and the restored learner predicts and learns on exactly as the one that was saved."""
+    import random
+
+    from contracts.spec import load_spec_text
+    from driftline.checkpoint import CHECKPOINT, Checkpointer
+    from models import LearnerCore
+
+    spec = load_spec_text(
+        "name: ck\nschema: {fields: {a: float, b: float, y: bool}, label: y}\n"
+        "models:\n  lr: {estimator: preprocessing.StandardScaler | linear_model.LogisticRegression}\n"
+        "  tree: {estimator: tree.HoeffdingTreeClassifier, params: {grace_period: 50}}\n")
+    rng = random.Random(7)
+    events = [{"id": f"e{i}", "ts": float(i), "x": {"a": rng.gauss(0, 1), "b": rng.gauss(0, 1)}} for i in range(900)]
+    for e in events:
+        e["y"] = e["x"]["a"] + 0.5 * e["x"]["b"] > 0
+    core = LearnerCore(spec)
+    for e in events[:600]:
+        core.on_event(e)
+    c = Checkpointer(tmp_path, KEY, use_fork=False)
+    metas = {name: {"model": name, "version": r.n_learned} for name, r in core.runners.items()}
+    c.start(1, {"version": 1}, core, metas)
+    assert c.poll().version == 1
+
+    whole = (tmp_path / CHECKPOINT / f"{1:012d}.snap").read_bytes()
+    for name, r in core.runners.items():
+        own = (tmp_path / "models" / name / f"{r.n_learned:012d}.snap").read_bytes()
+        model_payload = own[len(own) - len(pickle.dumps({"model": r.model, "runner": r}, protocol=5)):]
+        assert model_payload == pickle.dumps({"model": r.model, "runner": r}, protocol=5)
+        assert model_payload in whole
+        snap = load_snapshot(own, KEY)
+        assert snap.state["runner"].model is snap.state["model"]
+
+    restored = c.latest()[0].state["core"]
+    assert sorted(restored.runners) == ["lr", "tree"]
+    for name, r in restored.runners.items():
+        assert r.model is not core.runners[name].model and r.n_learned == 600
+    for e in events[600:]:
+        got, want = restored.on_event(e), core.on_event(e)
+        assert [(p["model"], p["y_pred"], p["proba"]) for p in got[0]] == \
+            [(p["model"], p["y_pred"], p["proba"]) for p in want[0]]
