@@ -204,8 +204,8 @@ def test_a_checkpoint_pickles_each_model_once_and_restores_the_same_learner(tmp_
     whole = (tmp_path / CHECKPOINT / f"{1:012d}.snap").read_bytes()
     for name, r in core.runners.items():
         own = (tmp_path / "models" / name / f"{r.n_learned:012d}.snap").read_bytes()
-        model_payload = own[len(own) - len(pickle.dumps({"model": r.model, "runner": r}, protocol=5)):]
-        assert model_payload == pickle.dumps({"model": r.model, "runner": r}, protocol=5)
+        model_payload = pickle.dumps({"model": r.model, "runner": r}, protocol=pickle.HIGHEST_PROTOCOL)
+        assert own.endswith(model_payload)  # the model's own snapshot: its payload comes last
         assert model_payload in whole
         snap = load_snapshot(own, KEY)
         assert snap.state["runner"].model is snap.state["model"]
