@@ -60,6 +60,7 @@ SPEC = REPO / "examples" / "bench.yaml"
 QUIX_PYTHON = REPO / ".driftline" / "quix-venv" / "bin" / "python"
 KEY = "bench-pipeline-key-0123456789abcdef"
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+VARIANTS = ("naive", "quix", "driftline")
 GOALS = {"vs_naive": 2.0, "vs_quix": 1.0, "p99_ms_at_half_load": 50.0}
 
 
@@ -370,12 +371,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--keys", type=int, default=20_000)
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--latency-runs", type=int, default=3, help="latency runs per variant; the median is reported")
-    ap.add_argument("--variants", default="naive,quix,driftline")
+    ap.add_argument("--variants", default="naive,quix,driftline",
+                    help=f"comma-separated, from {','.join(VARIANTS)}; the in-process ceiling always runs")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--profile", metavar="DIR", help="also profile driftline's services with pyinstrument into DIR")
     args = ap.parse_args(argv)
     tune_for_streaming()  # the services' GC settings (driftline/_gc.py), for the in-process side too
-    variants = args.variants.split(",")
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or not variants:
+        ap.error(f"--variants: unknown {', '.join(unknown) or '(none given)'}; choose from {','.join(VARIANTS)} "
+                 "(the in-process ceiling always runs)")
     if "quix" in variants and not QUIX_PYTHON.exists():
         print(f"skipping quix: no {QUIX_PYTHON} (make bench creates it)", flush=True)
         variants.remove("quix")

@@ -20,6 +20,7 @@ Estimators are river classes by dotted name relative to ``river`` (or a full
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib
 import inspect
@@ -287,7 +288,7 @@ class StatelessFeature(_Strict):
     categories: list[Any] | None = Field(None, description="op=onehot: the known values (others: none set)")
     buckets: int = Field(32, ge=1, le=1 << 20, description="op=hash: number of buckets")
 
-    @property
+    @functools.cached_property  # read per event by the featurizer; the spec is frozen
     def out(self) -> str:
         return self.name or f"{self.field}_{self.op}"
 
@@ -312,7 +313,7 @@ class StatefulFeature(_Strict):
             raise ValueError(f"agg={self.agg} needs 'field'")
         return self
 
-    @property
+    @functools.cached_property  # read per event by the featurizer; the spec is frozen
     def out(self) -> str:
         if self.name:
             return self.name

@@ -112,3 +112,15 @@ def test_cli_rejects_a_bad_spec_before_starting_anything(tmp_path):
     assert "models.lr.estimator[1]" in proc.stderr
     assert "did you mean 'LogisticRegression'" in proc.stderr
     assert "namespace" not in proc.stderr  # nothing started
+
+
+def test_feature_names_are_cached_without_changing_the_spec():
+    """``out`` is read per event by the featurizer, so it is cached; the cache is not spec content."""
+    text = (Path(__file__).resolve().parents[2] / "examples" / "bench.yaml").read_text()
+    spec, fresh = load_spec_text(text), load_spec_text(text)
+    before = (spec.fingerprint(), spec.model_dump())
+    names = [s.out for s in spec.features.stateful]
+    assert names == ["count_s600s", "f0_mean_s600s", "f1_max_s600s", "since_last", "f2_ewm"]
+    assert [s.out for s in spec.features.stateful] == names
+    assert (spec.fingerprint(), spec.model_dump()) == before
+    assert spec == fresh and spec.fingerprint() == fresh.fingerprint()
