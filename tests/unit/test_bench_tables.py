@@ -20,3 +20,14 @@ def test_ratios_gather_the_pipeline_and_the_stage_figures():
                "processors": {"worker_vs_ceiling": 0.1}}
     assert runner.ratios(results) == {"driftline_vs_naive": 2.5, "scaling_2_workers_2_shards_speedup": 1.3,
                                       "learner_lr_vs_ceiling": 0.4, "processors_worker_vs_ceiling": 0.1}
+
+
+@pytest.mark.parametrize("variants", ["ceiling,driftline", "quixx", ","])
+def test_pipeline_refuses_unknown_variants_before_starting_anything(variants, capsys):
+    import bench.pipeline as pipeline
+
+    with pytest.raises(SystemExit) as exc:
+        pipeline.main(["--variants", variants])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--variants: unknown" in err and "choose from naive,quix,driftline" in err
