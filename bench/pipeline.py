@@ -60,7 +60,8 @@ SPEC = REPO / "examples" / "bench.yaml"
 QUIX_PYTHON = REPO / ".driftline" / "quix-venv" / "bin" / "python"
 KEY = "bench-pipeline-key-0123456789abcdef"
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
-VARIANTS = ("naive", "quix", "driftline")
+PEERS = ("naive", "quix")
+VARIANTS = (*PEERS, "driftline")
 GOALS = {"vs_naive": 2.0, "vs_quix": 1.0, "p99_ms_at_half_load": 50.0}
 
 
@@ -98,7 +99,7 @@ class Run:
         self.spec = load_spec_text(self.text)
         self.topics = pipeline_topics(self.spec, self.namespace)
         pred = dataclasses.replace(self.topics[Role.PREDICTIONS], configs=APPEND_TIME)
-        peers = [dataclasses.replace(pred, name=f"{pred.name}-{peer}") for peer in ("naive", "quix")]
+        peers = [dataclasses.replace(pred, name=f"{pred.name}-{peer}") for peer in PEERS]
         kafkautil.create_topics(settings, [pred, *peers])
         kafkautil.create_topics(settings, list(self.topics.values()))
         self.raw = self.topics[Role.RAW].name
@@ -110,7 +111,7 @@ class Run:
     def delete(self) -> None:
         try:
             admin_names = owned_topic_names(self.spec, self.namespace)
-            admin_names += [self.predictions(v) for v in ("naive", "quix")]
+            admin_names += [self.predictions(v) for v in PEERS]
             kafkautil.delete_topics(self.settings, admin_names)
         except Exception:  # noqa: BLE001 - clean-up is best effort
             pass
