@@ -34,8 +34,24 @@ def stream(n: int, seed: int = 7, classes: int = 2):
         yield x, (s > 0) if classes == 2 else min(classes - 1, max(0, int(s + classes / 2)))
 
 
+def splitter_state(splitters) -> tuple:
+    """Every Gaussian splitter's per-class min, max and Welford state (n, mean, S), in order (none
+    for a leaf deactivated by the tree's memory limit)."""
+    from river.tree.splitter import GaussianSplitter
+
+    out = []
+    for att, s in (splitters or {}).items():
+        if not isinstance(s, GaussianSplitter):
+            out.append((att, type(s).__name__))
+            continue
+        dists = s._att_dist_per_class
+        out.append((att, tuple(s._min_per_class.items()), tuple(s._max_per_class.items()),
+                    tuple((c, g._var.mean.n, g._var.mean._mean, g._var._S) for c, g in dists.items())))
+    return tuple(out)
+
+
 def leaves(model):
-    """(class counts, mc score, nb score) of every leaf, in a fixed walk order."""
+    """(class counts, mc score, nb score, splitter state) of every leaf, in a fixed walk order."""
     out = []
     trees = [m for m in model] if isinstance(model, forest.ARFClassifier) else [model]
     for t in trees:
@@ -43,7 +59,8 @@ def leaves(model):
             continue
         for node in t._root.iter_dfs():
             if isinstance(node, LeafNaiveBayesAdaptive):
-                out.append((tuple(node.stats.items()), node._mc_correct_weight, node._nb_correct_weight))
+                out.append((tuple(node.stats.items()), node._mc_correct_weight, node._nb_correct_weight,
+                            splitter_state(node.splitters)))
     return out
 
 
@@ -86,13 +103,13 @@ def test_same_predictions_and_leaves_as_river(name, order):
 
 def test_the_vote_is_computed_once_per_event(monkeypatch):
     calls = {"n": 0}
-    original = _nb_reuse.do_naive_bayes_prediction
+    original = _nb_reuse._naive_bayes
 
     def counted(*args):
         calls["n"] += 1
         return original(*args)
 
-    monkeypatch.setattr(_nb_reuse, "do_naive_bayes_prediction", counted)
+    monkeypatch.setattr(_nb_reuse, "_naive_bayes", counted)
     events = list(stream(2000))
     _nb_reuse.install()
     model = tree.HoeffdingTreeClassifier(grace_period=50)
@@ -102,6 +119,78 @@ def test_the_vote_is_computed_once_per_event(monkeypatch):
     # river computes it in learn_one for every event, and again in prediction when naive Bayes leads
     assert calls["n"] <= len(events) + 5
     assert calls["n"] > len(events) // 2
+
+
+def _leaf_cases():
+    """Leaves in the states a vote meets: grown on a stream, then with a class never seen by some
+    splitters, a zero-weight class, a Gaussian with one sample (no variance yet) or a constant
+    feature (variance 0), a feature missing from x, and a nominal splitter beside the Gaussian ones."""
+    from river.tree.splitter import GaussianSplitter
+    from river.tree.splitter.nominal_splitter_classif import NominalSplitterClassif
+
+    rng = random.Random(11)
+    for case in range(40):
+        classes = [0, 1, 2][: 2 + case % 2]
+        stats, splitters = {}, {}
+        for att in ("a", "b", "c", "d"):
+            splitters[att] = GaussianSplitter()
+        splitters["n"] = NominalSplitterClassif()
+        for _ in range(rng.choice([1, 2, 5, 60])):
+            y = rng.choice(classes)
+            stats[y] = stats.get(y, 0.0) + 1.0
+            for att, s in splitters.items():
+                if att == "n":
+                    s.update(rng.choice("xyz"), y, 1.0)
+                elif att == "d":
+                    s.update(3.0, y, 1.0)  # constant: variance 0
+                elif rng.random() < 0.8:
+                    s.update(rng.gauss(0, 1) + y, y, rng.choice([1.0, 0.5]))
+        if case % 5 == 0:
+            stats[max(classes) + 1] = 0.0  # a class with no weight
+        splitters["late"] = GaussianSplitter()  # no class seen at all
+        x = {"a": rng.gauss(0, 1), "b": rng.gauss(0, 2), "d": 3.0 if case % 2 else 2.5, "n": rng.choice("xyw"),
+             "late": 0.1}
+        if case % 3 == 0:
+            del x["b"]
+        yield x, stats, splitters
+
+
+def test_the_inlined_vote_is_rivers_bit_for_bit():
+    from river.tree.utils import do_naive_bayes_prediction
+
+    n = 0
+    for x, stats, splitters in _leaf_cases():
+        assert _nb_reuse._naive_bayes(x, stats, splitters) == do_naive_bayes_prediction(x, stats, splitters)
+        n += 1
+    assert n == 40
+    assert _nb_reuse._naive_bayes({"a": 1.0}, {}, {}) == {} == do_naive_bayes_prediction({"a": 1.0}, {}, {})
+
+
+def test_the_inlined_splitter_update_is_rivers():
+    """Weights, a feature missing from some events, None values, a nominal feature and a disabled
+    attribute: the leaf's splitters end as river's own update leaves them."""
+    from river.tree.splitter import GaussianSplitter
+
+    rng = random.Random(5)
+    events = []
+    for i in range(400):
+        x = {"a": rng.gauss(0, 1), "b": rng.gauss(5, 2), "n": rng.choice("pq"), "z": None if i % 7 == 0 else 1.5}
+        if i % 4 == 0:
+            del x["b"]
+        events.append((x, rng.choice([0, 1, 2]), rng.choice([1.0, 0.25, 2.0])))
+
+    def grow(fast: bool):
+        _nb_reuse.uninstall()
+        if fast:
+            _nb_reuse.install()
+        leaf = LeafNaiveBayesAdaptive({}, depth=0, splitter=GaussianSplitter())
+        leaf._disabled_attrs.add("q")
+        for x, y, w in events:
+            leaf.update_splitters(dict(x, q=rng.random()), y, w, {"n"})
+        return splitter_state(leaf.splitters), sorted(leaf.splitters)
+
+    assert grow(True) == grow(False)
+    assert grow(True)[1] == ["a", "b", "n", "z"]
 
 
 def test_a_changed_x_is_voted_again():
