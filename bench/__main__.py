@@ -31,7 +31,7 @@ from bench._common import RESULTS, machine
 __all__ = ["BENCHMARKS", "figures", "main"]
 
 BENCHMARKS = ("learner", "serve", "processors", "pipeline", "ingest")
-_FIGURE_WORDS = ("per_s", "eps", "_ms", "ratio", "speedup", "_vs_", "rate")
+_FIGURE_WORDS = ("per_s", "eps", "_ms", "ratio", "speedup", "_vs_", "rate", "cpu_us", "busy", ".cores.")
 
 
 def available() -> list[str]:

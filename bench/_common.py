@@ -28,6 +28,72 @@ def machine() -> dict:
             "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
+class CpuMeter:
+    """Cores used, per named process and by the whole machine, between :meth:`start` and :meth:`stop`.
+
+    A process's figure counts all of its threads and the children it waited for (the learner's
+    forked checkpoint writers). ``listening`` names the process that listens on a port (the broker).
+
+    >>> import os
+    >>> m = CpuMeter({"me": os.getpid()}).start()
+    >>> sum(range(200_000)) > 0
+    True
+    >>> r = m.stop()
+    >>> sorted(r) == ["machine_busy", "me", "seconds"] and r["me"] >= 0 and 0 <= r["machine_busy"] <= 1
+    True
+    """
+
+    def __init__(self, pids: dict[str, int], listening: dict[str, int] | None = None):
+        self.pids = dict(pids)
+        for name, port in (listening or {}).items():
+            pid = _listener(port)
+            if pid is not None:
+                self.pids[name] = pid
+
+    @staticmethod
+    def _used(pid: int) -> float | None:
+        import psutil
+
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            return None
+        return t.user + t.system + t.children_user + t.children_system
+
+    def _sample(self) -> tuple[float, dict, object]:
+        import psutil
+
+        return time.monotonic(), {n: self._used(pid) for n, pid in self.pids.items()}, psutil.cpu_times()
+
+    def start(self) -> CpuMeter:
+        self._t0 = self._sample()
+        return self
+
+    def stop(self) -> dict:
+        """``{name: cores, ..., "machine_busy": fraction of all cores, "seconds": wall}``."""
+        (w0, p0, m0), (w1, p1, m1) = self._t0, self._sample()
+        wall = max(w1 - w0, 1e-9)
+        out = {n: round((p1[n] - p0[n]) / wall, 3) for n in self.pids if p0[n] is not None and p1[n] is not None}
+        idle = lambda t: t.idle + getattr(t, "iowait", 0.0)  # noqa: E731
+        total = sum(m1) - sum(m0)
+        out["machine_busy"] = round(1 - (idle(m1) - idle(m0)) / total, 3) if total > 0 else 0.0
+        out["seconds"] = round(wall, 2)
+        return out
+
+
+def _listener(port: int) -> int | None:
+    """The pid listening on TCP ``port`` on this machine, if any (and visible to us)."""
+    import psutil
+
+    try:
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+                return c.pid
+    except psutil.Error:
+        return None
+    return None
+
+
 def percentile(values, q: float) -> float | None:
     if not values:
         return None

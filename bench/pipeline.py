@@ -19,6 +19,10 @@ wall clock when it is made, and its latency runs to the broker's append of its p
 feed makes the events due every 5 ms and sends them as one record batch per partition, as a
 producer with Kafka's default ``linger.ms=5`` does (:func:`feed`). Each variant gets
 ``--latency-runs`` runs (3), the variants in turn, and the median of their figures is reported.
+While the feed runs, :class:`bench._common.CpuMeter` measures the cores each process uses (the
+variant's services, the broker, this process's feed and watcher) and how busy the machine is;
+``cpu_us_per_event`` is the variant's own processes' CPU per event fed. A p99 at half load is
+queueing as much as work, and these say how close to full the two cores were.
 
 Scaling: a 6-partition raw topic, one worker and one learner against two workers and two learner
 shards (``--shard 0/2``, ``1/2``).
@@ -43,7 +47,7 @@ import orjson
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
-from bench._common import broker, percentile, write_result
+from bench._common import CpuMeter, broker, percentile, write_result
 from bench._proc import Proc
 from bench._stream import envelopes, stamped, weights
 from contracts.settings import KafkaSettings
@@ -341,29 +345,49 @@ def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float,
             watch.wait(warm, procs, 300, f"{variant} warm-up")
             total = int(rate * seconds)
             watch.since_ts = time.time()
+            port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+            names = [p.name if [q.name for q in procs].count(p.name) == 1 else f"{p.name} {i}"
+                     for i, p in enumerate(procs)]
+            meter = CpuMeter({**{n: p.proc.pid for n, p in zip(names, procs)}, "bench (feed, watch)": os.getpid()},
+                             listening={"broker": port}).start()
             sent_s = feed(settings, run.raw, events(warm, total), rate)
+            cores = meter.stop()  # while the feed ran: the steady state, not the drain after it
             watch.wait(warm + total, procs, 120 + seconds, f"{variant} latency run")
         finally:
             stop_all(procs)
             watch.close()
             run.delete()
     lat = watch.latencies_ms
+    busy, metered_s = cores.pop("machine_busy"), cores.pop("seconds")
+    # The variant's own processes: not the broker, nor this process's feed and watcher.
+    mine = sum(v for k, v in cores.items() if k not in ("broker", "bench (feed, watch)"))
     return {"rate": round(rate), "events": len(lat), "feed_seconds": round(sent_s, 2),
-            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat) if lat else None}
+            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat) if lat else None,
+            "cores": cores, "cpu_us_per_event": round(mine * metered_s / total * 1e6, 1), "machine_busy": busy}
 
 
 def median_run(runs: list[dict]) -> dict:
     """The median of each figure over latency runs, with the runs themselves: one run's p99 on
     this shared machine moves by 2× from one minute to the next.
 
-    >>> median_run([{"rate": 10, "p50_ms": 1.0, "p99_ms": 9.0}, {"rate": 10, "p50_ms": 3.0, "p99_ms": 5.0},
-    ...             {"rate": 10, "p50_ms": 2.0, "p99_ms": 7.0}])["p99_ms"]
-    7.0
+    >>> m = median_run([{"rate": 10, "p50_ms": 1.0, "p99_ms": 9.0, "cores": {"a": 0.5}},
+    ...                 {"rate": 10, "p50_ms": 3.0, "p99_ms": 5.0, "cores": {"a": 0.7}},
+    ...                 {"rate": 10, "p50_ms": 2.0, "p99_ms": 7.0, "cores": {"a": 0.6}}])
+    >>> m["p99_ms"], m["cores"]
+    (7.0, {'a': 0.6})
     """
     import statistics
 
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
     keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
-    return {**{k: statistics.median(r[k] for r in runs if r.get(k) is not None) for k in keys}, "runs": runs}
+    out = {k: med(r.get(k) for r in runs) for k in keys}
+    for k, v in runs[0].items():
+        if isinstance(v, dict):
+            out[k] = {sub: med(r.get(k, {}).get(sub) for r in runs) for sub in v}
+    return {**out, "runs": runs}
 
 
 def main(argv=None) -> dict:
@@ -406,7 +430,8 @@ def main(argv=None) -> dict:
                 r = latency(v, settings, bootstrap, base / 2, args.latency_seconds, args.keys)
                 runs[v].append(r)
                 print(f"{v:10} at {r['rate']} ev/s: p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms  "
-                      f"max {r['max_ms']:.0f} ms", flush=True)
+                      f"max {r['max_ms']:.0f} ms  {r['cpu_us_per_event']:.0f} µs CPU/event  "
+                      f"machine {r['machine_busy']:.0%} busy  {r['cores']}", flush=True)
         for v in variants:
             out["latency"][v] = r = median_run(runs[v])
             print(f"{v:10} median of {len(runs[v])}: p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms", flush=True)
