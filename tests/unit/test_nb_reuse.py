@@ -241,6 +241,27 @@ def test_only_on_the_river_release_it_copies(monkeypatch):
     assert river.__version__ == _nb_reuse.RIVER_VERSION, "river moved: re-check models/_nb_reuse.py"
     source = inspect.getsource(_nb_reuse._ORIGINAL["learn_one"])
     assert "do_naive_bayes_prediction(x, self.stats, self.splitters)" in source
+    # The statements the inlined vote and splitter update repeat, as river 0.26.1 has them.
+    from river.proba.gaussian import Gaussian
+    from river.stats import Mean, Var
+    from river.tree.splitter import GaussianSplitter
+    from river.tree.utils import do_naive_bayes_prediction
+
+    repeated = {
+        do_naive_bayes_prediction: ["votes[class_index] = math.log(class_weight / total_weight)",
+                                    "if log_p > -math.inf:", "votes[class_index] += log_p"],
+        Gaussian.log_pdf: ["variance = var._S / (n - var.ddof)",
+                           "return (x - mu) ** 2 / (-2.0 * variance) - _HALF_LOG_TAU - 0.5 * math.log(variance)"],
+        GaussianSplitter.update: ["val_dist = self._att_dist_per_class[target_val]", "val_dist.update(att_val, w)"],
+        Gaussian.update: ["self._var.update(x, w)"],
+        Var.update: ["self._S += w * (x - mean_old) * (x - mean_new)"],
+        Mean.update: ["self.n += w", "self._mean += (w / self.n) * (x - self._mean)"],
+        _nb_reuse._ORIGINAL["update_splitters"]: ["splitter = self.splitter.clone()", "splitter.update(att_val, y, w)"],
+    }
+    for fn, lines in repeated.items():
+        code = inspect.getsource(fn)
+        for line in lines:
+            assert line in code, f"{fn.__qualname__} changed: re-check models/_nb_reuse.py"
     monkeypatch.setattr(river, "__version__", "99.0")
     assert not _nb_reuse.install()
     assert not _nb_reuse.installed()
