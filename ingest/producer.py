@@ -21,6 +21,7 @@ the broker has acknowledged it, and ``flush`` raises if any send failed.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -79,19 +80,55 @@ def envelope(spec: Spec, record: dict, position: int, stem: str, now: float | No
 
 
 class _Tally:
-    """Sent / acknowledged / failed for one topic role; callbacks run on the producer's I/O thread."""
+    """Sent / acknowledged / failed for one topic role.
+
+    The futures of the records sent wait in :attr:`_inflight`, in order, and :meth:`settle` counts
+    the done ones at its head, so that reading :attr:`acked` or :attr:`failed` settles first. A
+    callback per record (``add_callback`` and ``add_errback`` in the sending thread, the call in
+    kafka-python's I/O thread) cost more than that and fought the sending thread for the
+    interpreter lock. A future done behind one still in flight (another partition's batch) is
+    counted when the head is, a batch later; after ``flush`` every one is done and counted.
+    """
 
     def __init__(self, role: str):
         self.role = role
-        self.sent = self.acked = 0
-        self.failed: list[BaseException] = []
+        self.sent = 0
+        self._acked = 0
+        self._failed: list[BaseException] = []
+        self._inflight: deque = deque()
         self._published = (0, 0, 0)
 
-    def ok(self, _metadata):
-        self.acked += 1
+    def track(self, fut) -> None:
+        """One record sent, acknowledged when ``fut`` (a kafka-python future) succeeds."""
+        self.sent += 1
+        self._inflight.append(fut)
+
+    def settle(self) -> None:
+        q = self._inflight
+        while q and q[0].is_done:
+            fut = q.popleft()
+            if fut.exception is None:
+                self._acked += 1
+            else:
+                self._failed.append(fut.exception)
+
+    @property
+    def acked(self) -> int:
+        self.settle()
+        return self._acked
+
+    @property
+    def failed(self) -> list[BaseException]:
+        self.settle()
+        return self._failed
+
+    def ok(self, _metadata=None):
+        """Count one acknowledgement directly (test doubles)."""
+        self._acked += 1
 
     def err(self, exc):
-        self.failed.append(exc)
+        """Count one failure directly (test doubles)."""
+        self._failed.append(exc)
 
     def publish(self) -> None:
         """Add what changed since the last call to the Prometheus counters."""
@@ -135,9 +172,7 @@ class EventProducer:
         tally = self.tallies[role]
         partition = None if key is None else self._partition(topic, key)
         fut = self._producer.send(topic, value=value, key=key, headers=headers, partition=partition)
-        tally.sent += 1
-        fut.add_callback(tally.ok)
-        fut.add_errback(tally.err)
+        tally.track(fut)
         self._n += 1
         self._bytes += len(value)
         if self._n % LATENCY_SAMPLE == 0:

@@ -160,3 +160,25 @@ def test_speedup_replays_at_the_event_time_pace(tmp_path):
     took = time.monotonic() - t0
     assert summary.sent == 4 and 0.3 <= took < 2.0
     assert [v["ts"] for v in p.values(Role.RAW)] == [1000.0, 1001.0, 1002.0, 1003.0]
+
+
+def test_the_tally_counts_each_future_once_in_order_of_sending():
+    """Acknowledgements are counted from the futures of the records sent, head first: a record done
+    behind one still in flight is counted with it, and a failure is kept with its exception."""
+    from kafka.future import Future
+
+    from ingest.producer import _Tally
+
+    t = _Tally("raw")
+    futures = [Future() for _ in range(4)]
+    for f in futures:
+        t.track(f)
+    futures[1].success(None)
+    assert (t.sent, t.acked, t.failed) == (4, 0, [])  # the first is still in flight
+    futures[0].success(None)
+    assert t.acked == 2
+    boom = RuntimeError("broker gone")
+    futures[2].failure(boom)
+    futures[3].success(None)
+    assert (t.acked, t.failed) == (3, [boom])
+    assert t.acked == 3 and len(t.failed) == 1  # settled once: reading again counts nothing twice
