@@ -39,7 +39,6 @@ import numbers
 import weakref
 
 import river
-
 from river.proba.gaussian import _HALF_LOG_TAU, Gaussian
 from river.stats import Mean, Var
 from river.tree.nodes.htc_nodes import LeafMajorityClass, LeafNaiveBayesAdaptive
@@ -181,8 +180,9 @@ def _update_splitters(self, x, y, w, nominal_attributes):
     Per feature, river calls ``GaussianSplitter.update`` → ``Gaussian.update`` → ``Var.update`` →
     ``Mean.update``: 7% of the learner's samples over ``examples/bench.yaml`` (py-spy). The same
     statements run here in the same order on the same objects, for exactly those classes; a
-    subclass of any of them, a nominal splitter or a leaf that picks its own features (ARF's) goes
-    through river's calls. The splitters end in the same state (``tests/unit/test_nb_reuse.py``).
+    subclass of any of them or a nominal splitter goes through river's calls, and a leaf that picks
+    its own features (ARF's) is asked for them as river asks. The splitters end in the same state
+    (``tests/unit/test_nb_reuse.py``).
     """
     items = x.items() if type(self)._iter_features is _ITER_FEATURES else self._iter_features(x)
     disabled, splitters = self._disabled_attrs, self.splitters
@@ -213,11 +213,11 @@ def _update_splitters(self, x, y, w, nominal_attributes):
             splitter._att_dist_per_class[y] = dist
             lows[y] = att_val
             highs[y] = att_val
-        var = dist._var
-        mean = var.mean
-        if type(dist) is not Gaussian or type(var) is not Var or type(mean) is not Mean:
+        if type(dist) is not Gaussian or type(dist._var) is not Var or type(dist._var.mean) is not Mean:
             dist.update(att_val, w)
             continue
+        var = dist._var
+        mean = var.mean
         # Gaussian.update → Var.update → Mean.update
         mean_old = mean._mean
         mean.n += w
