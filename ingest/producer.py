@@ -20,6 +20,7 @@ the broker has acknowledged it, and ``flush`` raises if any send failed.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -96,21 +97,26 @@ class _Tally:
         self._acked = 0
         self._failed: list[BaseException] = []
         self._inflight: deque = deque()
+        self._settling = threading.Lock()
         self._published = (0, 0, 0)
 
     def track(self, fut) -> None:
         """One record sent, acknowledged when ``fut`` (a kafka-python future) succeeds."""
-        self.sent += 1
-        self._inflight.append(fut)
+        with self._settling:
+            self.sent += 1
+            self._inflight.append(fut)
 
     def settle(self) -> None:
+        """Count the futures done at the head of the queue (under the lock :meth:`track` takes too:
+        the gateway's request threads send and read at once)."""
         q = self._inflight
-        while q and q[0].is_done:
-            fut = q.popleft()
-            if fut.exception is None:
-                self._acked += 1
-            else:
-                self._failed.append(fut.exception)
+        with self._settling:
+            while q and q[0].is_done:
+                fut = q.popleft()
+                if fut.exception is None:
+                    self._acked += 1
+                else:
+                    self._failed.append(fut.exception)
 
     @property
     def acked(self) -> int:

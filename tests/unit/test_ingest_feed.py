@@ -182,3 +182,43 @@ def test_the_tally_counts_each_future_once_in_order_of_sending():
     futures[3].success(None)
     assert (t.acked, t.failed) == (3, [boom])
     assert t.acked == 3 and len(t.failed) == 1  # settled once: reading again counts nothing twice
+
+
+def test_the_tally_is_exact_with_threads_sending_and_reading_at_once():
+    """The gateway sends from several request threads, each reading the counts as it goes."""
+    import sys
+
+    from kafka.future import Future
+
+    from ingest.producer import _Tally
+
+    t, per_thread, threads = _Tally("raw"), 2000, 4
+    overcounts: list = []
+
+    def work(seed: int) -> None:
+        for i in range(per_thread):
+            f = Future()
+            t.track(f)
+            if (i + seed) % 7 == 0:
+                f.failure(RuntimeError("no"))
+            else:
+                f.success(None)
+            if i % 50 == 0:
+                acked = t.acked  # read while the others send and settle
+                if acked > t.sent:
+                    overcounts.append((acked, t.sent))
+
+    workers = [threading.Thread(target=work, args=(s,)) for s in range(threads)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can: races show
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(interval)
+    failures = sum(1 for s in range(threads) for i in range(per_thread) if (i + s) % 7 == 0)
+    assert not overcounts
+    assert t.sent == per_thread * threads
+    assert (t.acked, len(t.failed)) == (per_thread * threads - failures, failures)
