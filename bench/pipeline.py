@@ -14,6 +14,8 @@ predictions topic:
 
 Throughput is events over the span between the first and the last prediction's broker append
 time (the predictions topics use ``LogAppendTime``), so start-up and group joins are excluded.
+Each variant gets ``--throughput-runs`` runs (3), the variants in turn; the median is reported,
+the ratios are those of the medians, and ``ratios_per_round`` gives each round's own.
 Latency is measured at a steady feed of half driftline's throughput: each event's time is the
 wall clock when it is made, and its latency runs to the broker's append of its prediction. The
 feed makes the events due every 5 ms and sends them as one record batch per partition, as a
@@ -22,12 +24,13 @@ producer with Kafka's default ``linger.ms=5`` does (:func:`feed`). Each variant 
 While the feed runs, :class:`bench._common.CpuMeter` measures the cores each process uses (the
 variant's services, the broker, this process's feed and watcher) and how busy the machine is;
 ``cpu_us_per_event`` is the variant's own processes' CPU per event fed. A p99 at half load is
-queueing as much as work, and these say how close to full the two cores were.
+queueing as much as work, and these say how close to full the two cores were. driftline's
+latency is also split at its features record (:func:`hops`): worker, then learner.
 
 Scaling: a 6-partition raw topic, one worker and one learner against two workers and two learner
 shards (``--shard 0/2``, ``1/2``).
 
-Run: ``python -m bench.pipeline [--events N] [--latency-seconds S] [--latency-runs R]`` → ``bench/results/pipeline.json``.
+Run: ``python -m bench.pipeline [--events N] [--throughput-runs T] [--latency-seconds S] [--latency-runs R]`` → ``bench/results/pipeline.json``.
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ class Watch(threading.Thread):
     1 MiB or 250 ms of records a fetch, where a fetch per new record took 0.09 of a core of the
     two at 4,500 events/s."""
 
-    def __init__(self, settings: KafkaSettings, topic: str, since_ts: float = 0.0):
+    def __init__(self, settings: KafkaSettings, topic: str, since_ts: float = 0.0, keep_ids: bool = False):
         super().__init__(daemon=True)
         self.consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
                                       fetch_max_bytes=32 << 20, fetch_min_bytes=1 << 20, fetch_max_wait_ms=250)
@@ -148,6 +151,7 @@ class Watch(threading.Thread):
         self.n = self.n_first = 0
         self.first = self.last = None
         self.latencies_ms: list[float] = []
+        self.appended: dict[str, int] | None = {} if keep_ids else None  # event id → append time (ms)
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -163,6 +167,8 @@ class Watch(threading.Thread):
                         seen += 1
                         if p["ts"] >= self.since_ts > 0:
                             self.latencies_ms.append(r.timestamp - p["ts"] * 1000.0)
+                            if self.appended is not None:
+                                self.appended[p["id"]] = r.timestamp
                     if seen:
                         if self.first is None:
                             self.first, self.n_first = r.timestamp, seen
@@ -322,8 +328,41 @@ def feed(settings: KafkaSettings, topic: str, items, rate: float | None = None, 
     return asyncio.run(run())
 
 
+def hops(settings: KafkaSettings, features_topic: str, appended: dict[str, int]) -> dict:
+    """driftline's latency in two parts, per event: from its time to its features record being made
+    in the worker (the record's ``CreateTime``: the raw topic, the worker's fetch, clean and
+    featurize), and from there to its prediction's append (the rest of the worker's batch and its
+    send, the features topic, the learner's fetch, predict and learn, the predictions' send).
+
+    ``appended`` maps event ids to their prediction's append time (ms), as :class:`Watch` keeps them.
+    """
+    consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
+                             fetch_max_bytes=32 << 20, consumer_timeout_ms=2000)
+    tps = kafkautil.wait_for_partitions(consumer, features_topic)
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    made, rest = [], []
+    deadline = time.monotonic() + 120
+    try:
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=1000, max_records=20_000).values():
+                for r in records:
+                    v = orjson.loads(r.value)
+                    done = appended.get(v["id"])
+                    if done is not None:
+                        made.append(r.timestamp - v["ts"] * 1000.0)
+                        rest.append(done - r.timestamp)
+    finally:
+        consumer.close()
+    return {"to_features_p50_ms": percentile(made, 50), "to_features_p99_ms": percentile(made, 99),
+            "features_to_prediction_p50_ms": percentile(rest, 50),
+            "features_to_prediction_p99_ms": percentile(rest, 99), "events": len(made)}
+
+
 def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float, keys: int) -> dict:
-    """p50/p99 of event time → prediction appended, at a steady ``rate`` of events per second."""
+    """p50/p99 of event time → prediction appended, at a steady ``rate`` of events per second
+    (for driftline, also split at the worker's features record: :func:`hops`)."""
     run = Run(settings, 2)
     rng, w = random.Random(5), weights()
 
@@ -337,8 +376,9 @@ def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float,
 
     warm = 200
     feed(settings, run.raw, events(0, warm))  # until every service answers: start-up and joins are not measured
-    watch = Watch(settings, run.predictions(variant))
+    watch = Watch(settings, run.predictions(variant), keep_ids=variant == "driftline")
     watch.start()
+    split, done = None, False
     with tempfile.TemporaryDirectory(prefix="dl-proof-bench-") as d:
         procs = start(variant, run, bootstrap, Path(d))
         try:
@@ -353,17 +393,34 @@ def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float,
             sent_s = feed(settings, run.raw, events(warm, total), rate)
             cores = meter.stop()  # while the feed ran: the steady state, not the drain after it
             watch.wait(warm + total, procs, 120 + seconds, f"{variant} latency run")
+            done = True
         finally:
             stop_all(procs)
             watch.close()
-            run.delete()
+            try:
+                if done and watch.appended:
+                    split = hops(settings, run.topics[Role.FEATURES].name, watch.appended)
+            finally:
+                run.delete()
     lat = watch.latencies_ms
     busy, metered_s = cores.pop("machine_busy"), cores.pop("seconds")
     # The variant's own processes: not the broker, nor this process's feed and watcher.
     mine = sum(v for k, v in cores.items() if k not in ("broker", "bench (feed, watch)"))
     return {"rate": round(rate), "events": len(lat), "feed_seconds": round(sent_s, 2),
             "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat) if lat else None,
-            "cores": cores, "cpu_us_per_event": round(mine * metered_s / total * 1e6, 1), "machine_busy": busy}
+            "cores": cores, "cpu_us_per_event": round(mine * metered_s / total * 1e6, 1), "machine_busy": busy,
+            **({"hops": split} if split else {})}
+
+
+def median_throughput(rates: list[float], events: int) -> dict:
+    """The median of a variant's throughput runs, with the runs.
+
+    >>> median_throughput([5000, 7000, 6000], 30000)
+    {'events': 30000, 'events_per_s': 6000, 'runs': [5000, 7000, 6000]}
+    """
+    import statistics
+
+    return {"events": events, "events_per_s": round(statistics.median(rates)), "runs": list(rates)}
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -394,6 +451,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=30_000)
     ap.add_argument("--keys", type=int, default=20_000)
+    ap.add_argument("--throughput-runs", type=int, default=3,
+                    help="throughput runs per variant, the variants in turn; the median is reported")
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--latency-runs", type=int, default=3, help="latency runs per variant; the median is reported")
     ap.add_argument("--variants", default="naive,quix,driftline",
@@ -418,10 +477,19 @@ def main(argv=None) -> dict:
     print(f"{'ceiling':10} {c:9.0f} ev/s", flush=True)
     with broker() as bootstrap:
         settings = KafkaSettings.from_env({"DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap})
+        rounds: list[dict] = []
+        for _ in range(args.throughput_runs):  # the variants in turn, as for latency
+            rounds.append({})
+            for v in variants:
+                r = throughput(v, settings, bootstrap, args.events, args.keys)
+                rounds[-1][v] = r["events_per_s"]
+                print(f"{v:10} {r['events_per_s']:9.0f} ev/s  ({r['events']} events in {r['seconds']} s)", flush=True)
         for v in variants:
-            r = throughput(v, settings, bootstrap, args.events, args.keys)
-            out["throughput"][v] = r
-            print(f"{v:10} {r['events_per_s']:9.0f} ev/s  ({r['events']} events in {r['seconds']} s)", flush=True)
+            out["throughput"][v] = r = median_throughput([rd[v] for rd in rounds], args.events)
+            print(f"{v:10} median of {len(rounds)}: {r['events_per_s']:.0f} ev/s", flush=True)
+        if "driftline" in variants:  # each round's ratios: side by side within a few minutes
+            out["ratios_per_round"] = {f"driftline_vs_{v}": [round(rd["driftline"] / rd[v], 3) for rd in rounds]
+                                       for v in variants if v != "driftline"}
         base = out["throughput"].get("driftline", {}).get("events_per_s") or max(
             r["events_per_s"] for k, r in out["throughput"].items() if k != "ceiling")
         runs: dict[str, list] = {v: [] for v in variants}
