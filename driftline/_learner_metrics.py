@@ -27,6 +27,8 @@ name                                         type       labels
                                                         or since the learner started)
 ``driftline_snapshot_size_bytes``            gauge      model
 ``driftline_snapshot_duration_seconds``      histogram  (a whole checkpoint, fork to publish)
+``driftline_checkpoint_pause_seconds``       histogram  (the stream's stop for a checkpoint: flushing
+                                                        the outputs, the cut, the fork)
 ``driftline_snapshots_total``                counter    (checkpoints finished)
 ``driftline_state_store_entries``            gauge      store (pending_labels, merge_buffer, models)
 ===========================================  =========  ============================================
@@ -89,6 +91,9 @@ class LearnerMetrics:
                                        "Seconds from the start of a checkpoint to its snapshots being written.",
                                        buckets=SNAPSHOT_BUCKETS, registry=registry)
         self.snapshots = Counter("driftline_snapshots", "Checkpoints finished.", registry=registry)
+        self.pause = Histogram("driftline_checkpoint_pause_seconds",
+                               "Seconds the learner stopped learning to take a checkpoint: flushing its outputs, "
+                               "recording the cut, forking the writer.", buckets=LATENCY_BUCKETS, registry=registry)
         self.store = Gauge("driftline_state_store_entries", "Entries held in a state store.", ["store"],
                            registry=registry)
         for outcome in ("predicted", "learned", "skipped"):
@@ -133,6 +138,9 @@ class LearnerMetrics:
         self._observe_lag(svc)
         self._observe_snapshots(svc.checkpointer)
         self.store.labels("merge_buffer").set(sum(len(b) for b in svc.buffers.values()))
+        pauses = svc.checkpoint_pauses
+        while pauses:
+            self.pause.observe(pauses.popleft())
         self._first = False
 
     def observe_core(self, core) -> None:

@@ -118,6 +118,8 @@ class LearnerService:
         self._last_checkpoint_t = time.monotonic()
         self._pred_batch = spec.predictions_batch
         self._pred_buf: dict[str, list[dict]] = {}
+        # Seconds each checkpoint stopped the stream (flush, cut, fork), for the metrics to take.
+        self.checkpoint_pauses: deque[float] = deque(maxlen=1000)
 
     # ---------------------------------------------------------------- start
 
@@ -266,6 +268,7 @@ class LearnerService:
 
     def checkpoint(self, block: bool = False) -> None:
         """Take a checkpoint at the current cut (see driftline.checkpoint for the steps)."""
+        started = time.perf_counter()
         self._finish_checkpoint(block=True)
         self._flush_predictions()
         self._flush_outputs()                                                   # step 1
@@ -298,6 +301,7 @@ class LearnerService:
         self._since_checkpoint = 0
         self._last_checkpoint_t = time.monotonic()
         self.stats.checkpoints += 1
+        self.checkpoint_pauses.append(time.perf_counter() - started)
         if block:
             self._finish_checkpoint(block=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,7 +32,7 @@ def fake_learner(tmp_path, core):
     checkpointer = SimpleNamespace(published={}, directory=tmp_path, pending=None, last_duration_s=None)
     stats = SimpleNamespace(predicted=0, learned=0, skipped=0)
     return SimpleNamespace(stats=stats, core=core, consumer=FakeConsumer(120, 100), partitions=[tp],
-                           buffers={tp: [1, 2, 3]}, checkpointer=checkpointer)
+                           buffers={tp: [1, 2, 3]}, checkpointer=checkpointer, checkpoint_pauses=deque())
 
 
 def sample(m, name, **labels):
@@ -54,6 +55,7 @@ def test_learner_metrics_read_models_lag_snapshots_and_forget_gone_models(tmp_pa
     (tmp_path / "models" / "lr" / f"{400:012d}.snap").write_bytes(b"x" * 1234)
     svc.checkpointer.published["lr"] = 400
     svc.checkpointer.last_duration_s = 0.2
+    svc.checkpoint_pauses.extend([0.004, 0.007])  # two checkpoints since the last look: both observed
     core.drift["tree"].alarms.append(1)
     m.observe(svc)
     assert sample(m, "driftline_stage_events_total", stage="learn", outcome="learned") == 400
@@ -64,6 +66,9 @@ def test_learner_metrics_read_models_lag_snapshots_and_forget_gone_models(tmp_pa
     assert sample(m, "driftline_snapshot_size_bytes", model="lr") == 1234
     assert sample(m, "driftline_snapshot_age_seconds", model="lr") < 5
     assert sample(m, "driftline_snapshots_total") == 1
+    assert sample(m, "driftline_checkpoint_pause_seconds_count") == 2
+    assert sample(m, "driftline_checkpoint_pause_seconds_bucket", le="0.005") == 1
+    assert not svc.checkpoint_pauses
     champion = core.board.champion
     assert champion is not None and sample(m, "driftline_model_champion", model=champion) == 1
     assert sample(m, "driftline_model_metric", model="lr", metric="Accuracy", window="rolling", goal="max") \
