@@ -337,22 +337,18 @@ def hops(settings: KafkaSettings, features_topic: str, appended: dict[str, int])
     ``appended`` maps event ids to their prediction's append time (ms), as :class:`Watch` keeps them.
     """
     consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
-                             fetch_max_bytes=32 << 20, consumer_timeout_ms=2000)
-    tps = kafkautil.wait_for_partitions(consumer, features_topic)
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    ends = consumer.end_offsets(tps)
+                             fetch_max_bytes=32 << 20)
     made, rest = [], []
-    deadline = time.monotonic() + 120
     try:
-        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=1000, max_records=20_000).values():
-                for r in records:
-                    v = orjson.loads(r.value)
-                    done = appended.get(v["id"])
-                    if done is not None:
-                        made.append(r.timestamp - v["ts"] * 1000.0)
-                        rest.append(done - r.timestamp)
+        tps = kafkautil.wait_for_partitions(consumer, features_topic)
+        starts, ends = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        for tp in tps:
+            for r in kafkautil.read_range(consumer, tp, starts[tp], ends[tp], max_records=20_000):
+                v = orjson.loads(r.value)
+                done = appended.get(v["id"])
+                if done is not None:
+                    made.append(r.timestamp - v["ts"] * 1000.0)
+                    rest.append(done - r.timestamp)
     finally:
         consumer.close()
     return {"to_features_p50_ms": percentile(made, 50), "to_features_p99_ms": percentile(made, 99),
