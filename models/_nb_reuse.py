@@ -213,11 +213,9 @@ def _update_splitters(self, x, y, w, nominal_attributes):
             splitter._att_dist_per_class[y] = dist
             lows[y] = att_val
             highs[y] = att_val
-        if type(dist) is not Gaussian or type(dist._var) is not Var or type(dist._var.mean) is not Mean:
+        if type(dist) is not Gaussian or type(var := dist._var) is not Var or type(mean := var.mean) is not Mean:
             dist.update(att_val, w)
             continue
-        var = dist._var
-        mean = var.mean
         # Gaussian.update → Var.update → Mean.update
         mean_old = mean._mean
         mean.n += w
