@@ -3,8 +3,14 @@
 * **ceiling**: the same code (:class:`processors.stage.Stage`, serde of every output record),
   over the same raw bytes, in-process with dict state: no Kafka, no faust;
 * **worker**: one ``driftline process`` worker (rocksdb tables) over a pre-filled raw topic,
-  timed from its first output record to its last (startup and group join excluded);
+  timed from its first output record to its last by the records' timestamps (startup and group
+  join excluded);
 * the same at **1% poison** (malformed records, dead-lettered), against the clean stream.
+
+The worker runs ``--rounds`` (3) times on each stream, the two in turn, and the medians are
+reported (``runs`` and ``poison_vs_clean_per_round`` keep each run): on this shared machine a
+stream's three rates spread over 5-7% within a minute and a half (the first such run, 2026-11-29),
+as much as the 5% the poison goal allows.
 
 Inline labels, so the join is the pass-through (an example per event). Goals: worker ≥ 0.5 of
 the ceiling; 1%-poison throughput ≥ 0.95 of clean.
@@ -15,10 +21,13 @@ Run: ``python -m bench.processors [--events N]`` → ``bench/results/processors.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from kafka import KafkaConsumer
 
 from bench._common import broker, write_result
 from contracts import serde
@@ -28,7 +37,7 @@ from contracts.topics import Role, owned_topic_names, pipeline_topics
 from driftline import kafkautil
 from driftline._gc import tune_for_streaming
 from processors.stage import Stage, State
-from processors.testing import Worker, end_total, mixed_stream, produce, spec_text
+from processors.testing import Worker, mixed_stream, produce, spec_text
 
 
 def ceiling(spec, records) -> float:
@@ -45,7 +54,24 @@ def ceiling(spec, records) -> float:
     return len(records) / (time.perf_counter() - t0)
 
 
+def append_span(consumer: KafkaConsumer, ends: dict) -> tuple[int, float]:
+    """The records in the partitions of ``ends`` and the seconds between the first one made and the
+    last (their ``CreateTime``: the worker stamps each when it builds the record batch)."""
+    firsts, lasts, n = [], [], 0
+    starts = consumer.beginning_offsets(list(ends))
+    for tp, end in ends.items():
+        if end <= starts[tp]:
+            continue
+        n += end - starts[tp]
+        firsts.extend(r.timestamp for r in kafkautil.read_range(consumer, tp, starts[tp], starts[tp] + 1))
+        lasts.extend(r.timestamp for r in kafkautil.read_range(consumer, tp, end - 1, end))
+    return n, (max(lasts) - min(firsts)) / 1000.0
+
+
 def through_kafka(bootstrap: str, text: str, records, home: Path) -> float:
+    """One worker over ``records``, pre-filled: events per second between its first output record
+    and its last, from the records' own timestamps (startup and group join excluded). Progress is
+    watched with one consumer's end offsets, so the watching costs the worker's cores little."""
     settings = KafkaSettings.from_env({"DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap})
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     spec = load_spec_text(text)
@@ -54,18 +80,17 @@ def through_kafka(bootstrap: str, text: str, records, home: Path) -> float:
     spec_path = home / f"{namespace}.yaml"
     spec_path.write_text(text)
     produce(settings, topics[Role.RAW].name, records, partitions=2)
-    outs = [topics[Role.CLEAN].name, topics[Role.DLQ].name]
+    consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None)
+    tps = [tp for role in (Role.CLEAN, Role.DLQ) for tp in kafkautil.wait_for_partitions(consumer, topics[role].name)]
     worker = Worker(spec_path, bootstrap, namespace, home, log=home / f"{namespace}.log")
     try:
-        while sum(end_total(settings, t) for t in outs) == 0:
+        while sum((ends := consumer.end_offsets(tps)).values()) < len(records):
             assert worker.alive(), (home / f"{namespace}.log").read_text()[-2000:]
-            time.sleep(0.05)
-        t0, first = time.perf_counter(), sum(end_total(settings, t) for t in outs)
-        while (done := sum(end_total(settings, t) for t in outs)) < len(records):
-            assert worker.alive()
-            time.sleep(0.05)
-        return (done - first) / (time.perf_counter() - t0)
+            time.sleep(0.2)
+        n, seconds = append_span(consumer, ends)
+        return (n - 1) / seconds
     finally:
+        consumer.close()
         worker.stop()
         try:
             kafkautil.delete_topics(settings, owned_topic_names(spec, namespace))
@@ -76,6 +101,8 @@ def through_kafka(bootstrap: str, text: str, records, home: Path) -> float:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="clean and poison runs each, taken in turn; the medians are reported")
     args = ap.parse_args(argv)
     tune_for_streaming()  # the services' GC settings (driftline/_gc.py), for the in-process side too
     text = spec_text(name="bench", partitions=2)
@@ -85,11 +112,19 @@ def main(argv=None) -> dict:
     result = {"events": args.events, "spec": "processors.testing.SPEC (9 stateful, 2 stateless features)"}
     result["ceiling_events_per_s"] = round(ceiling(spec, clean))
     result["ceiling_poison_1pct_events_per_s"] = round(ceiling(spec, poison))
+    runs = {"clean": [], "poison": []}
     with broker() as bootstrap, tempfile.TemporaryDirectory() as home:
-        result["worker_events_per_s"] = round(through_kafka(bootstrap, text, clean, Path(home)))
-        result["worker_poison_1pct_events_per_s"] = round(through_kafka(bootstrap, text, poison, Path(home)))
+        for i in range(args.rounds):  # in turn, the order swapped every round: drift hits both alike
+            for kind in (("clean", "poison") if i % 2 == 0 else ("poison", "clean")):
+                stream = clean if kind == "clean" else poison
+                runs[kind].append(round(through_kafka(bootstrap, text, stream, Path(home))))
+                print(f"round {i + 1}: {kind} {runs[kind][-1]:,} events/s", flush=True)
+    result["worker_events_per_s"] = round(statistics.median(runs["clean"]))
+    result["worker_poison_1pct_events_per_s"] = round(statistics.median(runs["poison"]))
+    result["runs"] = runs
     result["worker_vs_ceiling"] = round(result["worker_events_per_s"] / result["ceiling_events_per_s"], 3)
     result["poison_vs_clean"] = round(result["worker_poison_1pct_events_per_s"] / result["worker_events_per_s"], 3)
+    result["poison_vs_clean_per_round"] = [round(p / c, 3) for c, p in zip(runs["clean"], runs["poison"])]
     result["goals"] = {"worker_vs_ceiling": 0.5, "poison_vs_clean": 0.95}
     path = write_result("processors", result)
     print(path.read_text())

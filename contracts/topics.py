@@ -51,6 +51,8 @@ SCHEMA_VERSIONS: dict[Role, int] = {
     Role.PREDICTIONS: 1, Role.MODELS: 1, Role.EVENTS: 1, Role.DLQ: 1,
 }
 
+# Partitions: a record keeps its event's partition number from raw to examples and to its predictions
+# (the learner names it; a batched predictions record, keyed by model, goes by its key).
 KEYS: dict[Role, str] = {
     Role.RAW: "entity key (schema.key), or none",
     Role.CLEAN: "entity key, or none",

@@ -283,3 +283,25 @@ def test_tampered_and_forged_checkpoints_are_refused_and_the_previous_one_restor
     for r in records:
         ref.on_event(r)
     assert got["events"]["learned"] == 3000 and got["models"] == ref.summary()["models"]
+
+
+def test_each_prediction_goes_to_its_events_partition_in_the_events_order(settings, namespace, tmp_path):
+    """Predictions keep their event's partition, as every record does from raw on: a consumer of one
+    partition sees that partition's events predicted in the order they came."""
+    from processors.testing import read_topic
+
+    spec_path, spec, topics = numeric_pipeline(settings, namespace, tmp_path, "parts", topics={"partitions": 3},
+                                               metrics=["Accuracy"])
+    records = synthetic(900, seed=3)
+    produce(settings, topics[Role.FEATURES].name, records, partitions=3)  # event e{i} on partition i % 3
+    proc = learn(spec_path, namespace, tmp_path / "home", "--until-drained")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    got = read_topic(settings, topics[Role.PREDICTIONS].name)
+    assert len(got) == len(records)
+    per_partition: dict[int, list[int]] = {}
+    for r in got:
+        i = int(r.key.decode().removeprefix("e"))
+        assert serde.loads(r.value)["id"] == f"e{i}"
+        per_partition.setdefault(r.partition, []).append(i)
+    assert per_partition == {p: list(range(p, len(records), 3)) for p in range(3)}
