@@ -101,6 +101,23 @@ def percentile(values, q: float) -> float | None:
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
+def in_turn(rounds: int, kinds, run, swap: bool = False) -> dict:
+    """``run(kind)`` for every kind, ``rounds`` times, the kinds in turn, so that a noisy minute on
+    this shared machine hits each of them alike; with ``swap``, every other round in reverse order.
+    Returns each kind's results, in the order run.
+
+    >>> order = []
+    >>> in_turn(2, ("a", "b"), lambda k: order.append(k) or len(order), swap=True)
+    {'a': [1, 4], 'b': [2, 3]}
+    """
+    kinds = tuple(kinds)
+    runs: dict = {k: [] for k in kinds}
+    for i in range(rounds):
+        for k in (kinds[::-1] if swap and i % 2 else kinds):
+            runs[k].append(run(k))
+    return runs
+
+
 def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

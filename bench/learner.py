@@ -29,7 +29,7 @@ import uuid
 
 import yaml
 
-from bench._common import broker, percentile, write_result
+from bench._common import broker, in_turn, percentile, write_result
 from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import load_spec_text
@@ -171,10 +171,8 @@ def main(argv=None) -> dict:
             spec = make_spec(model, args.snapshot_every)
             batched = make_spec(model, args.snapshot_every, batch=1000)
             c = ceiling(spec, recs)
-            runs = {"learner": [], "batched": []}
-            for i in range(args.rounds):  # in turn, the order swapped every round
-                for kind in (("learner", "batched") if i % 2 == 0 else ("batched", "learner")):
-                    runs[kind].append(round(through_kafka(spec if kind == "learner" else batched, recs, settings)))
+            specs = {"learner": spec, "batched": batched}
+            runs = in_turn(args.rounds, specs, lambda kind: round(through_kafka(specs[kind], recs, settings)), swap=True)
             c = max(c, ceiling(spec, recs))  # the ceiling is measured twice, around the learner runs
             k, kb = statistics.median(runs["learner"]), statistics.median(runs["batched"])
             out["throughput"][model] = {"events": n, "ceiling_eps": round(c), "learner_eps": round(k),

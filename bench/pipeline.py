@@ -50,7 +50,7 @@ import orjson
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
-from bench._common import CpuMeter, broker, percentile, write_result
+from bench._common import CpuMeter, broker, in_turn, percentile, write_result
 from bench._proc import Proc
 from bench._stream import envelopes, stamped, weights
 from contracts.settings import KafkaSettings
@@ -474,29 +474,28 @@ def main(argv=None) -> dict:
     print(f"{'ceiling':10} {c:9.0f} ev/s", flush=True)
     with broker() as bootstrap:
         settings = KafkaSettings.from_env({"DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap})
-        rounds: list[dict] = []
-        for _ in range(args.throughput_runs):  # the variants in turn, as for latency
-            rounds.append({})
-            for v in variants:
-                r = throughput(v, settings, bootstrap, args.events, args.keys)
-                rounds[-1][v] = r["events_per_s"]
-                print(f"{v:10} {r['events_per_s']:9.0f} ev/s  ({r['events']} events in {r['seconds']} s)", flush=True)
+        def full_rate(v: str) -> int:
+            r = throughput(v, settings, bootstrap, args.events, args.keys)
+            print(f"{v:10} {r['events_per_s']:9.0f} ev/s  ({r['events']} events in {r['seconds']} s)", flush=True)
+            return r["events_per_s"]
+
+        rates = in_turn(args.throughput_runs, variants, full_rate)  # the variants in turn, as for latency
         for v in variants:
-            out["throughput"][v] = r = median_throughput([rd[v] for rd in rounds], args.events)
-            print(f"{v:10} median of {len(rounds)}: {r['events_per_s']:.0f} ev/s", flush=True)
+            out["throughput"][v] = r = median_throughput(rates[v], args.events)
+            print(f"{v:10} median of {len(rates[v])}: {r['events_per_s']:.0f} ev/s", flush=True)
         if "driftline" in variants:  # each round's ratios: side by side within a few minutes
-            out["ratios_per_round"] = {f"driftline_vs_{v}": [round(rd["driftline"] / rd[v], 3) for rd in rounds]
+            out["ratios_per_round"] = {f"driftline_vs_{v}": [round(d / o, 3) for d, o in zip(rates["driftline"], rates[v])]
                                        for v in variants if v != "driftline"}
         base = out["throughput"].get("driftline", {}).get("events_per_s") or max(
             r["events_per_s"] for k, r in out["throughput"].items() if k != "ceiling")
-        runs: dict[str, list] = {v: [] for v in variants}
-        for _ in range(args.latency_runs):  # the variants in turn, so that a noisy minute hits each
-            for v in variants:
-                r = latency(v, settings, bootstrap, base / 2, args.latency_seconds, args.keys)
-                runs[v].append(r)
-                print(f"{v:10} at {r['rate']} ev/s: p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms  "
-                      f"max {r['max_ms']:.0f} ms  {r['cpu_us_per_event']:.0f} µs CPU/event  "
-                      f"machine {r['machine_busy']:.0%} busy  {r['cores']}", flush=True)
+        def half_load(v: str) -> dict:
+            r = latency(v, settings, bootstrap, base / 2, args.latency_seconds, args.keys)
+            print(f"{v:10} at {r['rate']} ev/s: p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms  "
+                  f"max {r['max_ms']:.0f} ms  {r['cpu_us_per_event']:.0f} µs CPU/event  "
+                  f"machine {r['machine_busy']:.0%} busy  {r['cores']}", flush=True)
+            return r
+
+        runs = in_turn(args.latency_runs, variants, half_load)  # the variants in turn
         for v in variants:
             out["latency"][v] = r = median_run(runs[v])
             print(f"{v:10} median of {len(runs[v])}: p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms", flush=True)

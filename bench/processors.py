@@ -29,7 +29,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
-from bench._common import broker, write_result
+from bench._common import broker, in_turn, write_result
 from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import load_spec_text
@@ -112,13 +112,14 @@ def main(argv=None) -> dict:
     result = {"events": args.events, "spec": "processors.testing.SPEC (9 stateful, 2 stateless features)"}
     result["ceiling_events_per_s"] = round(ceiling(spec, clean))
     result["ceiling_poison_1pct_events_per_s"] = round(ceiling(spec, poison))
-    runs = {"clean": [], "poison": []}
+    streams = {"clean": clean, "poison": poison}
     with broker() as bootstrap, tempfile.TemporaryDirectory() as home:
-        for i in range(args.rounds):  # in turn, the order swapped every round: drift hits both alike
-            for kind in (("clean", "poison") if i % 2 == 0 else ("poison", "clean")):
-                stream = clean if kind == "clean" else poison
-                runs[kind].append(round(through_kafka(bootstrap, text, stream, Path(home))))
-                print(f"round {i + 1}: {kind} {runs[kind][-1]:,} events/s", flush=True)
+        def run(kind: str) -> int:
+            rate = round(through_kafka(bootstrap, text, streams[kind], Path(home)))
+            print(f"{kind}: {rate:,} events/s", flush=True)
+            return rate
+
+        runs = in_turn(args.rounds, streams, run, swap=True)
     result["worker_events_per_s"] = round(statistics.median(runs["clean"]))
     result["worker_poison_1pct_events_per_s"] = round(statistics.median(runs["poison"]))
     result["runs"] = runs

@@ -175,8 +175,9 @@ class LearnerService:
         i, n = self.shard
         return name if n == 1 else f"{name}#{i}of{n}"
 
-    def _emit(self, topic: Role, key: str, value: dict) -> None:
-        fut = self.producer.send(self.topics[topic].name, key=key.encode(), value=serde.dumps(value))
+    def _emit(self, topic: Role, key: str, value: dict, partition: int | None = None) -> None:
+        fut = self.producer.send(self.topics[topic].name, key=key.encode(), value=serde.dumps(value),
+                                 partition=partition)
         fut.add_errback(self.send_failures.append)
 
     def _emit_prediction(self, event_id: str, value: dict, partition: int) -> None:
@@ -188,9 +189,7 @@ class LearnerService:
         n = self._pred_partitions
         if n is None:  # the producer waits for the topic's metadata here, as its first send would
             n = self._pred_partitions = len(self.producer.partitions_for(self.topics[Role.PREDICTIONS].name))
-        fut = self.producer.send(self.topics[Role.PREDICTIONS].name, key=event_id.encode(), value=serde.dumps(value),
-                                 partition=partition % n)
-        fut.add_errback(self.send_failures.append)
+        self._emit(Role.PREDICTIONS, event_id, value, partition % n)
 
     def _handle(self, kind: int, rec: dict, partition: int) -> None:
         if kind == EVENT:
