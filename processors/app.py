@@ -251,6 +251,11 @@ def _batched_delivery(yield_every: int = 500) -> None:
     ``getmany`` are delivered in order by one coroutine, raced once against ``suspend_flow`` as
     faust does per record: a rebalance still stops delivery at once, and a record is marked read
     only after it was delivered. Everything else (read offsets, gaps, commit-every) is faust's.
+
+    A record of a partition that one stream reads as raw bytes (the raw, labels and pending topics)
+    goes straight into that stream's queue (:func:`_direct_deliveries`): faust's per-record handler
+    awaited the flow control and the producer buffer, decoded the key and value through its codec
+    registry (both the identity here) and looked up ``conf.Event``, 12% of the worker's time.
     """
     from faust.transport import consumer as fc
 
@@ -258,7 +263,10 @@ def _batched_delivery(yield_every: int = 500) -> None:
         return
 
     async def _drain_messages(self, fetcher) -> None:  # the fetcher service's background loop
+        app = self.app
         callback = self.callback
+        acquire_flow, wait_until_ebb = app.flow_control.acquire, app.producer.buffer.wait_until_ebb
+        direct_cache: dict = {}
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -270,6 +278,11 @@ def _batched_delivery(yield_every: int = 500) -> None:
         sleep = asyncio.sleep
 
         async def deliver(batch) -> None:
+            direct = _direct_deliveries(app, {tp for tp, _ in batch}, direct_cache)
+            if direct:  # what faust's handler awaits before each record
+                await acquire_flow()
+                await wait_until_ebb()
+            event = app.conf.Event
             for i, (tp, message) in enumerate(batch, 1):
                 offset = message.offset
                 r_offset = get_read_offset(tp)
@@ -280,10 +293,20 @@ def _batched_delivery(yield_every: int = 500) -> None:
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    await callback(message)
+                    to = direct.get(tp)
+                    if to is None or to[0].full():  # faust's handler (it waits while a queue is full)
+                        await callback(message)
+                    else:
+                        queue, high, drop = to
+                        message.incref(1)
+                        queue.put_nowait_enhanced(event(app, message.key, message.value, message.headers, message),
+                                                  on_pressure_high=high, on_pressure_drop=drop)
                     set_read_offset(tp, offset)
                 if i % yield_every == 0:
                     await sleep(0)
+                    if direct:
+                        await acquire_flow()
+                        await wait_until_ebb()
 
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -313,6 +336,41 @@ def _batched_delivery(yield_every: int = 500) -> None:
 
     fc.Consumer._drain_messages = _drain_messages
     fc.Consumer._driftline_batched = True
+
+
+def _direct_deliveries(app, tps, cache: dict) -> dict:
+    """For each of ``tps`` that exactly one channel reads, with raw bytes keys and values (so that
+    faust's decoding gives back the record's own bytes), that channel's queue and the pressure
+    callbacks faust's handler would pass it (the partition leaves and rejoins the fetch as the
+    queue fills and drains). Other partitions are left to faust's handler."""
+    import faust
+    from faust.types import TP
+
+    out = {}
+    index = app.topics._tp_index
+    for tp in tps:
+        channels = index.get(tp)
+        if not channels or len(channels) != 1:
+            continue
+        (chan,) = channels
+        schema = chan.schema
+        if not (type(schema) is faust.Schema and schema.key_type is bytes and schema.value_type is bytes
+                and schema.key_serializer == "raw" and schema.value_serializer == "raw"):
+            continue
+        calls = cache.get(tp)
+        if calls is None:
+            own = TP(tp.topic, tp.partition)  # faust's (the fetch gives aiokafka's): its consumer asserts it
+
+            def high(own=own) -> None:
+                app.sensors.on_topic_buffer_full(own)
+                app.consumer.on_buffer_full(own)
+
+            def drop(own=own) -> None:
+                app.consumer.on_buffer_drop(own)
+
+            calls = cache[tp] = (high, drop)
+        out[tp] = (chan.queue, *calls)
+    return out
 
 
 def _fast_running_loop() -> None:

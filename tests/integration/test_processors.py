@@ -91,6 +91,27 @@ def test_every_raw_record_is_clean_or_dead_lettered_exactly_once(pipeline, setti
     assert {serde.loads(r.value)["id"] for r in features} == expected_clean
 
 
+def test_a_backlog_several_times_the_stream_buffer_is_processed_exactly_once_in_order(pipeline, settings):
+    """A backlog four times the stream's buffer (8,192 events) fills the agent's queue: records then
+    go through faust's own handler, which waits for room, and the partition leaves and rejoins the
+    fetch as the queue passes its pressure marks (processors.app._direct_deliveries)."""
+    spec, path, topics = pipeline()
+    records = list(mixed_stream(32_000, keys=200, poison_every=101, seed=11))
+    produce(settings, topics[Role.RAW].name, records, partitions=2)
+    w = pipeline.start(path)
+    wait_processed(settings, topics, len(records), [w], timeout=240)
+    assert w.alive()
+    clean, _ = assert_exact_accounting(settings, topics, read_topic(settings, topics[Role.RAW].name))
+    assert {serde.loads(r.value)["id"] for r in clean} == {r.id for r in records if r.expect == "clean"}
+    for role in (Role.CLEAN, Role.FEATURES):
+        by_partition: dict[int, list[int]] = {}
+        for r in read_topic(settings, topics[role].name):
+            p, o = origin(r)
+            assert p == r.partition
+            by_partition.setdefault(p, []).append(o)
+        assert all(offsets == sorted(offsets) for offsets in by_partition.values()), f"{role} out of raw order"
+
+
 def test_delayed_labels_join_with_the_features_of_prediction_time(pipeline, settings, tmp_path):
     spec, path, topics = pipeline(labels="delayed", ttl=3000.0)
     n, delay = 6000, 1000
