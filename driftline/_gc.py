@@ -56,7 +56,9 @@ def pin_mmap_threshold(size: int = MMAP_THRESHOLD, trim: int | None = None) -> b
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     pinned = mallopt(_M_MMAP_THRESHOLD, size) == 1
-    return (mallopt(_M_TRIM_THRESHOLD, trim) == 1 and pinned) if trim is not None else pinned
+    if trim is not None:
+        pinned = mallopt(_M_TRIM_THRESHOLD, trim) == 1 and pinned
+    return pinned
 
 
 def tune_for_streaming() -> None:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import faust
 from faust.streams import _current_event
+from faust.types import TP
 from kafka.partitioner.default import murmur2
 
 from contracts import serde
@@ -343,9 +344,6 @@ def _direct_deliveries(app, tps, cache: dict) -> dict:
     faust's decoding gives back the record's own bytes), that channel's queue and the pressure
     callbacks faust's handler would pass it (the partition leaves and rejoins the fetch as the
     queue fills and drains). Other partitions are left to faust's handler."""
-    import faust
-    from faust.types import TP
-
     out = {}
     index = app.topics._tp_index
     for tp in tps:
