@@ -53,13 +53,15 @@ def encode(obj) -> bytes:
 
 log = logging.getLogger("driftline.processors")
 
+_UNSET = object()
+
 
 class DirectTable:
     """A faust table's store plus its changelog, written directly. Call inside an agent, with the
     event of the partition written as faust's current event (the rocksdb store picks its database
     by it)."""
 
-    __slots__ = ("app", "table", "_topic", "_outbox", "_json_store", "failures")
+    __slots__ = ("app", "table", "_topic", "_outbox", "_json_store", "_dbs_for", "failures")
 
     def __init__(self, app, table):
         self.app = app
@@ -67,6 +69,7 @@ class DirectTable:
         self._topic: str | None = None
         self._outbox: Outbox | None = None
         self._json_store: bool | None = None
+        self._dbs_for = _UNSET
         self.failures: list[BaseException] = []
 
     @property
@@ -100,6 +103,28 @@ class DirectTable:
             return self.store.get(key, default)
         raw = self.store._get(encode(key))
         return default if raw is None else _loads(raw)
+
+    def get_in(self, key, partition: int, default=None):
+        """``key``'s value in ``partition``'s store. On a rocksdict store (faust's rocksdb driver
+        here) that is the partition's database, read directly: faust's ``_get`` finds the partition
+        through the current event (a context variable) and then records it in a locked LRU index of
+        keys, which :meth:`write` never reads. Any other store is read as :meth:`get` reads it."""
+        db_for = self._rocksdict_dbs
+        if db_for is None:
+            return self.get(key, default)
+        raw = db_for(partition).get(encode(key))
+        return default if raw is None else _loads(raw)
+
+    @property
+    def _rocksdict_dbs(self):
+        """The store's per-partition database getter, when this table's reads and writes may use it
+        directly (a json-serialized rocksdict store); else ``None``."""
+        if self._dbs_for is _UNSET:
+            store = self.store
+            db_for = getattr(store, "_db_for_partition", None)
+            ok = self.json_store and db_for is not None and getattr(store, "use_rocksdict", False)
+            self._dbs_for = db_for if ok else None
+        return self._dbs_for
 
     def items(self):
         """Every ``(key, value)`` of the store. A serialized store (rocksdb) is decoded here with
@@ -158,9 +183,8 @@ class DirectTable:
         a key never changes partition. Any other store is written key by key, with
         ``make_current(partition)`` making that partition's event faust's current event first.
         """
-        store = self.store
-        db_for = getattr(store, "_db_for_partition", None)
-        if not (self.json_store and db_for is not None and getattr(store, "use_rocksdict", False)):
+        db_for = self._rocksdict_dbs
+        if db_for is None:
             for k, v, p, deleted in changes:
                 make_current(p)
                 if deleted:

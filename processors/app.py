@@ -515,7 +515,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
         async for events in take_batches(stream, BATCH):
             started = _metrics.clock()
             parts = {e.message.partition for e in events}
-            roles = (Role.CLEAN, Role.FEATURES, Role.DLQ, Role.EXAMPLES)
+            roles = (Role.CLEAN, Role.FEATURES, Role.DLQ)
             hw = await ledger.snapshot([(names[r], p) for r in roles for p in parts])
             state = State(Overlay(table["seen"]), Overlay(table["keys"]), Overlay(table["clocks"]))
             out = outbox()
@@ -558,13 +558,10 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                         vec["y"] = c.y
                     if fresh(Role.FEATURES):
                         out.add(names[Role.FEATURES], p, key, serde.dumps(vec), headers)
+                    # An inline label rides in its features record, which is then the labeled example:
+                    # the examples topic holds the label join's output only (see join_labels).
                     if delayed:  # keyed by event id, partitioned as the labels are
                         out.add(pending_name, id_partition(c.id, n), c.id.encode(), serde.dumps(vec), headers)
-                    elif c.y is not None and fresh(Role.EXAMPLES):
-                        ex = {"v": 1, "id": c.id, "key": c.key, "ts": c.ts, "event_ts": c.ts,
-                              "x": res.features, "y": c.y}
-                        stats["examples"] += 1
-                        out.add(names[Role.EXAMPLES], p, key, serde.dumps(ex), headers)
                 except Exception as exc:  # noqa: BLE001
                     log.exception("sending failed for %s[%s]@%s", src, p, o)
                     dead_letter(out, msg.key, msg.value, "processing_error", f"{type(exc).__name__}: {exc}", src, p, o)

@@ -1,7 +1,8 @@
 """``driftline export``: a stage's records over a time range, to Parquet or CSV, in bounded memory.
 
 Records are read partition by partition from the beginning of the stage's topic,
-filtered on their ``ts`` (the event time; for examples, the label's time), and
+filtered on their ``ts`` (the event time; for examples, the label's time; with
+inline labels, examples are the labeled features records), and
 written in batches of ``batch_rows`` (pyarrow's ``ParquetWriter``, or CSV
 appends), so memory does not grow with the topic. Each row is one record: its
 top-level fields, and each feature as a column ``x.<name>``.
@@ -92,10 +93,26 @@ class _Sink:
             pq.write_table(pa.table({}), str(self.path))
 
 
+def _as_example(features: dict) -> dict:
+    """A labeled features record as the examples record of the same event (inline labels).
+
+    >>> _as_example({"v": 1, "id": "e1", "key": "k", "ts": 5.0, "x": {"a": 1.0}, "y": 1})
+    {'v': 1, 'id': 'e1', 'key': 'k', 'ts': 5.0, 'event_ts': 5.0, 'x': {'a': 1.0}, 'y': 1}
+    """
+    return {"v": features.get("v", 1), "id": features.get("id"), "key": features.get("key"), "ts": features.get("ts"),
+            "event_ts": features.get("ts"), "x": features.get("x"), "y": features["y"]}
+
+
 def export_stage(spec: Spec, stage: str, to: str | Path, settings: KafkaSettings, namespace: str | None = None,
                  since: float | None = None, until: float | None = None, batch_rows: int = 10_000) -> int:
-    """Write ``stage``'s records with ``since <= ts < until`` to ``to``; return how many rows."""
-    topic = pipeline_topics(spec, namespace)[STAGES[stage]].name
+    """Write ``stage``'s records with ``since <= ts < until`` to ``to``; return how many rows.
+
+    With inline labels the labeled examples are the features records that carry a label (the
+    examples topic holds the delayed-label join's output only), so ``examples`` reads those, with
+    ``event_ts`` = ``ts`` as the join writes it.
+    """
+    inline_examples = stage == "examples" and spec.labels.mode == "inline"
+    topic = pipeline_topics(spec, namespace)[Role.FEATURES if inline_examples else STAGES[stage]].name
     consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
                              max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024)
     sink = _Sink(Path(to))
@@ -111,6 +128,10 @@ def export_stage(spec: Spec, stage: str, to: str | Path, settings: KafkaSettings
                         if r.offset >= end:
                             continue
                         rec = serde.loads(r.value)
+                        if inline_examples:
+                            if rec.get("y") is None:
+                                continue
+                            rec = _as_example(rec)
                         ts = rec.get("ts")
                         if (since is not None and ts < since) or (until is not None and ts >= until):
                             continue

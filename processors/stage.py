@@ -48,17 +48,21 @@ class Overlay:
     ([('a', 10, 0, False), ('b', None, 1, True)], {})
     """
 
-    __slots__ = ("base", "changes", "partition")
+    __slots__ = ("base", "changes", "partition", "_read_in")
 
     def __init__(self, base):
         self.base = base
         self.changes: dict = {}
         self.partition = 0
+        # A base that keeps each partition apart (processors._tables.DirectTable) is read in the
+        # partition being written, with no lookup of which partition that is.
+        self._read_in = getattr(base, "get_in", None)
 
     def get(self, key):
         v = self.changes.get(key)
         if v is None:
-            return self.base.get(key)
+            read_in = self._read_in
+            return self.base.get(key) if read_in is None else read_in(key, self.partition)
         return None if v[0] is _DELETED else v[0]
 
     def __setitem__(self, key, value) -> None:

@@ -89,6 +89,10 @@ def test_every_raw_record_is_clean_or_dead_lettered_exactly_once(pipeline, setti
     features = read_topic(settings, topics[Role.FEATURES].name)
     assert len(features) == len(clean)
     assert {serde.loads(r.value)["id"] for r in features} == expected_clean
+    # inline labels ride in the features records, and are not written a second time as examples
+    labels = {r.id: serde.loads(r.value)["data"]["y"] for r in records if r.expect == "clean"}
+    assert {(f["id"], f["y"]) for f in map(serde.loads, (r.value for r in features))} == set(labels.items())
+    assert end_total(settings, topics[Role.EXAMPLES].name) == 0
 
 
 def test_a_backlog_several_times_the_stream_buffer_is_processed_exactly_once_in_order(pipeline, settings):
@@ -176,7 +180,7 @@ def test_export_writes_the_topics_records_as_rows_in_bounded_memory(settings, na
 
     from processors.testing import Record
 
-    text = spec_text()
+    text = spec_text(labels="delayed")  # the examples topic holds the label join's output
     (tmp_path / "spec.yaml").write_text(text)
     topics = pipeline_topics(load_spec_text(text), namespace)
     kafkautil.create_topics(settings, list(topics.values()))
@@ -213,6 +217,31 @@ def test_export_writes_the_topics_records_as_rows_in_bounded_memory(settings, na
     assert len(pq.read_table(tmp_path / "small.parquet")) == 20000
     # bounded: ten times the rows costs well under twice the memory (kB)
     assert rss_all < 1.5 * rss_small, (rss_all, rss_small)
+
+
+def test_with_inline_labels_export_of_examples_reads_the_labeled_features_records(settings, namespace, kafka,
+                                                                                  tmp_path):
+    import pandas as pd
+
+    from driftline.cli import main
+    from processors.testing import Record
+
+    text = spec_text()
+    (tmp_path / "spec.yaml").write_text(text)
+    topics = pipeline_topics(load_spec_text(text), namespace)
+    kafkautil.create_topics(settings, list(topics.values()))
+    feats = [{"v": 1, "id": f"e{i}", "key": f"k{i % 7}", "ts": float(i), "x": {"a": i * 0.5}, **({"y": i % 2} if i % 3 else {})}
+             for i in range(300)]
+    produce(settings, topics[Role.FEATURES].name,
+            [Record(f["id"], f["key"].encode(), serde.dumps(f), "x") for f in feats], partitions=2)
+    to = tmp_path / "ex.csv"
+    assert main(["export", str(tmp_path / "spec.yaml"), "--stage", "examples", "--to", str(to),
+                 "--namespace", namespace, "--until", "240"]) == 0
+    rows = pd.read_csv(to).sort_values("ts").reset_index(drop=True)
+    want = [f for f in feats if "y" in f and f["ts"] < 240]
+    assert list(rows["id"]) == [f["id"] for f in want]
+    assert list(rows["event_ts"]) == list(rows["ts"]) == [f["ts"] for f in want]
+    assert list(rows["y"]) == [f["y"] for f in want] and list(rows["x.a"]) == [f["x"]["a"] for f in want]
 
 
 def test_a_second_worker_joining_and_leaving_changes_no_feature(pipeline, settings, namespace, kafka, tmp_path):
