@@ -36,7 +36,8 @@ import ctypes
 import gc
 import sys
 
-__all__ = ["tune_for_streaming", "pin_mmap_threshold", "YOUNG", "MMAP_THRESHOLD", "STREAM_MMAP_THRESHOLD"]
+__all__ = ["tune_for_streaming", "pin_mmap_threshold", "YOUNG", "MMAP_THRESHOLD", "STREAM_MMAP_THRESHOLD",
+           "STREAM_TRIM_THRESHOLD"]
 
 YOUNG = 20_000
 MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value (serving: snapshots of megabytes)
