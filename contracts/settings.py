@@ -100,21 +100,34 @@ class KafkaSettings(BaseModel):
     def kafka_python(self) -> dict:
         """Keyword arguments for any kafka-python client (and its outage fix, see below)."""
         _pace_metadata_wakeups()
-        kw: dict = {
-            "bootstrap_servers": self.bootstrap_list,
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            kw["sasl_mechanism"] = self.sasl_mechanism
-            kw["sasl_plain_username"] = self.sasl_username
-            kw["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
-        if self.ssl_cafile:
-            kw["ssl_cafile"] = self.ssl_cafile
-        if self.ssl_certfile:
-            kw["ssl_certfile"] = self.ssl_certfile
-        if self.ssl_keyfile:
-            kw["ssl_keyfile"] = self.ssl_keyfile
-        return kw
+        return {"bootstrap_servers": self.bootstrap_list,
+                **self._security("security_protocol", "sasl_mechanism", "sasl_plain_username",
+                                 "sasl_plain_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")}
+
+    def _security(self, protocol: str, mechanism: str, username: str, password: str, cafile: str, certfile: str,
+                  keyfile: str) -> dict:
+        """The security settings, under one client's names for each: the protocol always, the SASL
+        credentials with a mechanism, each TLS file when it is set."""
+        sasl = bool(self.sasl_mechanism)
+        secret = self.sasl_password.get_secret_value() if self.sasl_password else None
+        pairs = [(protocol, self.security_protocol, True), (mechanism, self.sasl_mechanism, sasl),
+                 (username, self.sasl_username, sasl), (password, secret, sasl),
+                 (cafile, self.ssl_cafile, bool(self.ssl_cafile)), (certfile, self.ssl_certfile, bool(self.ssl_certfile)),
+                 (keyfile, self.ssl_keyfile, bool(self.ssl_keyfile))]
+        return {name: value for name, value, wanted in pairs if wanted}
+
+    def librdkafka(self) -> dict:
+        """The same settings in librdkafka's names, for confluent-kafka (the learner's input consumer).
+
+        >>> KafkaSettings(bootstrap_servers="a:9092, b:9092", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+        ...               sasl_username="u", sasl_password="p", ssl_cafile="/ca.pem").librdkafka()
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'bootstrap.servers': 'a:9092,b:9092', 'security.protocol': 'SASL_SSL', 'sasl.mechanism': 'PLAIN',
+         'sasl.username': 'u', 'sasl.password': 'p', 'ssl.ca.location': '/ca.pem'}
+        """
+        return {"bootstrap.servers": ",".join(self.bootstrap_list),
+                **self._security("security.protocol", "sasl.mechanism", "sasl.username", "sasl.password",
+                                 "ssl.ca.location", "ssl.certificate.location", "ssl.key.location")}
 
     @property
     def faust_broker(self) -> str:

@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from contracts import serde
@@ -36,8 +36,8 @@ from contracts.settings import FETCH_MAX_WAIT_MS, KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import Role, pipeline_topics
 from driftline import _learner_metrics
+from driftline._fetch import InputConsumer
 from driftline.checkpoint import Checkpointer
-from driftline.kafkautil import wait_for_partitions
 from models import LearnerCore, snapshot_key
 
 __all__ = ["LearnerService", "LearnerStats"]
@@ -82,12 +82,9 @@ class LearnerService:
             directory = directory / f"shard-{shard[0]}of{shard[1]}"
         self.checkpointer = Checkpointer(directory, self.key, keep=spec.snapshots.keep)
 
-        # kafka-python's own client metrics cost several µs a record; Prometheus has ours.
-        self.consumer = KafkaConsumer(**settings.kafka_python(), enable_auto_commit=False, group_id=None,
-                                      max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
-                                      max_partition_fetch_bytes=16 * 1024 * 1024, metrics_enabled=False,
-                                      fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-                                      reconnect_backoff_max_ms=5000)
+        # The inputs come through librdkafka, which parses records in C (driftline/_fetch.py).
+        self.consumer = InputConsumer(settings, max_records=5000, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                                      fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
         # Through a broker outage the producer holds and retries (up to 10 minutes) rather than fail:
         # send() blocks when its buffer is full, which is the back-pressure we want.
         self.producer = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=0,
@@ -101,7 +98,7 @@ class LearnerService:
         # A shard owns the partitions p with p % n == i of every input: features and examples are
         # both keyed by entity key, so a key's events and labels land in the same shard.
         i, n = shard
-        self.partitions = [tp for t in self.kinds for tp in wait_for_partitions(self.consumer, t)
+        self.partitions = [tp for t in self.kinds for tp in self.consumer.partitions_for(t)
                            if tp.partition % n == i]
         if not self.partitions:
             raise SystemExit(f"driftline: shard {i}/{n} owns no partition; the input has fewer than {n} partitions")
@@ -131,7 +128,7 @@ class LearnerService:
                 found = self.consumer.offsets_for_times({tp: int(from_timestamp * 1000) for tp in self.partitions})
                 ends = self.consumer.end_offsets(self.partitions)
                 for tp in self.partitions:
-                    self.consumer.seek(tp, found[tp].offset if found.get(tp) else ends[tp])
+                    self.consumer.seek(tp, found[tp] if found.get(tp) is not None else ends[tp])
             else:
                 self.consumer.seek_to_beginning(*self.partitions)
             self._checkpoint_version_floor()
@@ -266,16 +263,16 @@ class LearnerService:
             kind = self.kinds[tp.topic]
             buf = self.buffers[tp]
             if records:
-                self.next_offsets[tp] = records[-1].offset + 1
+                self.next_offsets[tp] = records[-1].offset() + 1
             for r in records:
                 self.stats.consumed += 1
                 try:
-                    rec = serde.loads(r.value)
+                    rec = serde.loads(r.value())
                     ts = float(rec.get("ts") or 0.0)
                 except (serde.DecodeError, TypeError, ValueError):
                     self.stats.skipped += 1
                     continue
-                buf.append((ts, kind, r.offset, rec, tp.partition))
+                buf.append((ts, kind, r.offset(), rec, tp.partition))
 
     # ---------------------------------------------------------------- checkpoints
 

@@ -305,3 +305,31 @@ def test_each_prediction_goes_to_its_events_partition_in_the_events_order(settin
         assert serde.loads(r.value)["id"] == f"e{i}"
         per_partition.setdefault(r.partition, []).append(i)
     assert per_partition == {p: list(range(p, len(records), 3)) for p in range(3)}
+
+
+def test_from_timestamp_starts_each_partition_at_its_first_record_appended_since(settings, namespace, tmp_path):
+    """``--from-timestamp T`` learns the records the broker appended at or after T (their Kafka
+    timestamps), on every partition, and a T after the last record learns nothing."""
+    from driftline.learner import LearnerService
+
+    spec_path, spec, topics = numeric_pipeline(settings, namespace, tmp_path, "since", topics={"partitions": 2},
+                                               metrics=["Accuracy"])
+    records = synthetic(900, seed=3)
+    produce(settings, topics[Role.FEATURES].name, records[:600], partitions=2)
+    time.sleep(1.0)
+    since = time.time()
+    time.sleep(0.2)
+    produce(settings, topics[Role.FEATURES].name, records[600:], partitions=2)
+    time.sleep(1.0)
+    after_all = time.time()
+
+    def learned_from(t, sub):
+        svc = LearnerService(spec, settings, namespace, from_timestamp=t, snapshot_dir=tmp_path / sub, key=KEY)
+        try:
+            svc.run(until_drained=True)
+            return svc.stats.learned, svc.core.n_events
+        finally:
+            svc.close()
+
+    assert learned_from(since, "a") == (300, 300)
+    assert learned_from(after_all, "b") == (0, 0)
