@@ -101,7 +101,7 @@ class _Timed(LearnerService):
         now = time.time()
         for records in batches.values():
             for r in records:
-                self._created[r.offset] = r.timestamp / 1000.0
+                self._created[r.offset()] = r.timestamp()[1] / 1000.0  # librdkafka's (type, ms)
         self._fetched = now
         super()._fill(batches)
 

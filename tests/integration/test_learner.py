@@ -333,3 +333,12 @@ def test_from_timestamp_starts_each_partition_at_its_first_record_appended_since
 
     assert learned_from(since, "a") == (300, 300)
     assert learned_from(after_all, "b") == (0, 0)
+
+
+def test_the_learner_benchmark_times_every_event_it_feeds(settings):
+    """``bench/learner``'s latency run reads each record's broker timestamp through the learner's
+    consumer: every fed event gets a latency (a consumer change once broke it unseen until `make bench`)."""
+    from bench.learner import latency, make_spec
+
+    out = latency(make_spec("lr", every=500), settings, rate=500, seconds=1.0)
+    assert out["events"] == 500 and 0 < out["p50_ms"] <= out["p99_ms"] <= out["max_ms"] < 60_000
