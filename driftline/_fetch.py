@@ -127,7 +127,7 @@ class InputConsumer:
         if not batch and timeout_ms > 0:
             first = self._consumer.poll(timeout_ms / 1000.0)
             if first is not None:
-                batch = [first, *consume(self.max_records - 1, 0)]
+                batch = [first, *(consume(self.max_records - 1, 0) if self.max_records > 1 else ())]
         out: dict[TopicPartition, list] = {}
         last_key = records = None
         for m in batch:
