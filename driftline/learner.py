@@ -108,8 +108,9 @@ class LearnerService:
         self.version = 0
         self._position(from_beginning, from_timestamp, only_models)
         self.buffers: dict[TopicPartition, deque] = {tp: deque() for tp in self.partitions}
-        # The next offset to fetch per partition, kept locally: the checkpoint's cut and the drain
-        # test must not ask the broker (kafka-python's position() does, and fails in an outage).
+        # The next offset to fetch per partition, kept here as records arrive: the consumer's
+        # position() is the start offset only, and the checkpoint's cut and the drain test must not
+        # ask the broker, which may be away.
         self.next_offsets: dict[TopicPartition, int] = {tp: self.consumer.position(tp) for tp in self.partitions}
         self._since_checkpoint = 0
         self._last_checkpoint_t = time.monotonic()
