@@ -6,7 +6,7 @@ records, the high watermarks of the last fetch, and the end offsets and offsets 
 kafka-python parses every record in Python: polling and decoding the reference pipeline's features
 records took it 8.5-8.8 µs of CPU a record, its IO thread included, where librdkafka, which parses
 in C on its own threads, took 2.6-2.9 in the same wall time (200,000 records, two alternating pairs;
-``bench/NOTES.md``). The learner's outputs stay with kafka-python's producer.
+``bench/NOTES.md``). The learner's outputs go through librdkafka too (``driftline._produce``).
 
 Kafka outages are librdkafka's to ride out: it reconnects with back-off (up to
 ``reconnect.backoff.max.ms``) and keeps every assigned partition's position, and what it reports
@@ -27,9 +27,13 @@ from kafka import TopicPartition
 
 from contracts.settings import KafkaSettings
 
-__all__ = ["InputConsumer"]
+__all__ = ["InputConsumer", "partitions_for"]
 
 log = logging.getLogger("driftline.kafka")
+
+# What a partition without a known leader answers: worth asking again shortly.
+_LEADER_UNKNOWN = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                             KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION})
 
 
 class InputConsumer:
@@ -65,19 +69,7 @@ class InputConsumer:
 
     def partitions_for(self, topic: str, timeout_s: float = 60.0) -> list[TopicPartition]:
         """The topic's partitions, waiting up to ``timeout_s`` for it to exist."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                meta = self._consumer.list_topics(topic, timeout=self.request_timeout_s).topics.get(topic)
-            except KafkaException as exc:
-                meta, why = None, exc
-            else:
-                why = meta.error if meta is not None else None
-            if meta is not None and meta.error is None and meta.partitions:
-                return [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topic '{topic}' does not exist ({why}); run `driftline topics create SPEC` first")
-            time.sleep(0.2)
+        return partitions_for(self._consumer, topic, timeout_s, self.request_timeout_s)
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         self._assigned = list(partitions)
@@ -110,7 +102,17 @@ class InputConsumer:
         return {self._by_key[(c.topic, c.partition)]: (c.offset if c.offset >= 0 else None) for c in found}
 
     def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
-        return self._consumer.get_watermark_offsets(self._ctp[tp], timeout=self.request_timeout_s)
+        """``tp``'s low and high watermarks, asking again while its leader is not yet known (a topic
+        created a moment ago, a broker just lost) until ``request_timeout_s`` has passed."""
+        deadline = time.monotonic() + self.request_timeout_s
+        while True:
+            try:
+                return self._consumer.get_watermark_offsets(self._ctp[tp], timeout=self.request_timeout_s)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if time.monotonic() > deadline or not (err.retriable() or err.code() in _LEADER_UNKNOWN):
+                    raise
+            time.sleep(0.1)
 
     # ---------------------------------------------------------------- records
 
@@ -152,6 +154,23 @@ class InputConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def partitions_for(client, topic: str, timeout_s: float, request_timeout_s: float) -> list[TopicPartition]:
+    """``topic``'s partitions by a librdkafka client's metadata, waiting up to ``timeout_s`` for it to exist."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            meta = client.list_topics(topic, timeout=request_timeout_s).topics.get(topic)
+        except KafkaException as exc:
+            meta, why = None, exc
+        else:
+            why = meta.error if meta is not None else None
+        if meta is not None and meta.error is None and meta.partitions:
+            return [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic '{topic}' does not exist ({why}); run `driftline topics create SPEC` first")
+        time.sleep(0.2)
 
 
 def _report(err: KafkaError) -> None:

@@ -24,8 +24,10 @@ Without ``fork`` (non-POSIX, or ``DRIFTLINE_SNAPSHOT_FORK=0``) step 4 runs inlin
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +113,9 @@ class Checkpointer:
             pid = os.fork()
             if pid == 0:  # child: no logging, no Kafka; write and leave
                 code = 0
+                # No collection in the child: it would run the finalizers of the parent's garbage,
+                # and a librdkafka client's (rd_kafka_destroy) joins threads a fork does not copy.
+                gc.disable()
                 _yield_cores()
                 try:
                     self._write(version, meta, core, model_metas)
@@ -133,9 +138,11 @@ class Checkpointer:
             pid, status = os.waitpid(p.pid, 0 if block else os.WNOHANG)
             if pid == 0:
                 return None
-            if os.waitstatus_to_exitcode(status) != 0:
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
                 self.pending = None
-                raise RuntimeError(f"checkpoint {p.version} failed in its writer process (status {status})")
+                how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                raise RuntimeError(f"checkpoint {p.version} failed in its writer process ({how})")
         self.pending = None
         self.last_duration_s = time.monotonic() - p.started
         return p

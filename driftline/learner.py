@@ -28,8 +28,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError
+from confluent_kafka import KafkaException
+from kafka import TopicPartition
 
 from contracts import serde
 from contracts.settings import FETCH_MAX_WAIT_MS, KafkaSettings
@@ -37,6 +37,7 @@ from contracts.spec import Spec
 from contracts.topics import Role, pipeline_topics
 from driftline import _learner_metrics
 from driftline._fetch import InputConsumer
+from driftline._produce import OutputProducer
 from driftline.checkpoint import Checkpointer
 from models import LearnerCore, snapshot_key
 
@@ -86,12 +87,8 @@ class LearnerService:
         self.consumer = InputConsumer(settings, max_records=5000, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                                       fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
         # Through a broker outage the producer holds and retries (up to 10 minutes) rather than fail:
-        # send() blocks when its buffer is full, which is the back-pressure we want.
-        self.producer = KafkaProducer(**settings.kafka_python(), acks="all", linger_ms=0,
-                                      batch_size=512 * 1024, max_request_size=200 * 1024 * 1024,
-                                      metrics_enabled=False, delivery_timeout_ms=600_000, max_block_ms=600_000,
-                                      reconnect_backoff_max_ms=5000)
-        self.send_failures: list[BaseException] = []
+        # send() waits while its queue is full, which is the back-pressure we want.
+        self.producer = OutputProducer(settings, max_message_bytes=200 * 1024 * 1024)
         self.kinds: dict[str, int] = {self.topics[Role.FEATURES].name: EVENT}
         if self.delayed:
             self.kinds[self.topics[Role.EXAMPLES].name] = LABEL
@@ -174,19 +171,15 @@ class LearnerService:
         return name if n == 1 else f"{name}#{i}of{n}"
 
     def _emit(self, topic: Role, key: str, value: dict, partition: int | None = None) -> None:
-        fut = self.producer.send(self.topics[topic].name, key=key.encode(), value=serde.dumps(value),
-                                 partition=partition)
-        fut.add_errback(self.send_failures.append)
+        self.producer.send(self.topics[topic].name, key.encode(), serde.dumps(value), partition)
 
     def _emit_prediction(self, event_id: str, value: dict, partition: int) -> None:
         """One event's prediction, keyed by its id, to its event's partition (``partition``, the
         features record's; modulo the predictions topic's partitions, read once from the metadata).
-        Naming the partition skips kafka-python's partitioner, a murmur2 hash of the key in pure
-        Python: 4.5-13 µs of the learner's 62-71 an event in five pairs (LR, one record per
-        prediction; README, *Learning*)."""
+        Naming the partition skips the partitioner's hash of the key."""
         n = self._pred_partitions
-        if n is None:  # the producer waits for the topic's metadata here, as its first send would
-            n = self._pred_partitions = len(self.producer.partitions_for(self.topics[Role.PREDICTIONS].name))
+        if n is None:
+            n = self._pred_partitions = self.producer.partitions_for(self.topics[Role.PREDICTIONS].name)
         self._emit(Role.PREDICTIONS, event_id, value, partition % n)
 
     def _handle(self, kind: int, rec: dict, partition: int) -> None:
@@ -283,10 +276,10 @@ class LearnerService:
         self._finish_checkpoint(block=True)
         self._flush_predictions()
         self._flush_outputs()                                                   # step 1
-        if self.send_failures:
+        if self.producer.failures:
             # Never move the cut past outputs the broker did not take: stop, and a restart redoes them.
-            raise RuntimeError(f"{len(self.send_failures)} output record(s) were not acknowledged "
-                               f"({self.send_failures[0]!r}); stopping before the checkpoint so that a "
+            raise RuntimeError(f"{len(self.producer.failures)} output record(s) were not acknowledged "
+                               f"({self.producer.failures[0].str()}); stopping before the checkpoint so that a "
                                "restart resumes from the last good one")
         offsets = self._cut()                                                   # step 2
         self.version += 1
@@ -330,23 +323,19 @@ class LearnerService:
             return
         models_topic = self.topics[Role.MODELS].name
         for name, version in done.models.items():                              # step 5
-            self.producer.send(models_topic, key=self.model_key(name).encode(),
-                               value=self.checkpointer.model_blob(name, version))
+            self.producer.send(models_topic, self.model_key(name).encode(),
+                               self.checkpointer.model_blob(name, version))
             self.checkpointer.published[name] = version
         if block:
-            self.producer.flush()
+            self._flush_outputs()
 
     def _flush_outputs(self) -> None:
         """Wait until the broker has every output, saying so while it is unreachable."""
         waited = 0.0
-        while True:
-            try:
-                self.producer.flush(timeout=5.0)
-                break
-            except KafkaTimeoutError:
-                waited += 5.0
-                log.warning("waiting %.0fs for Kafka to acknowledge the learner's outputs (broker unreachable?)",
-                            waited)
+        while self.producer.flush(5.0):
+            waited += 5.0
+            log.warning("waiting %.0fs for Kafka to acknowledge the learner's outputs (broker unreachable?)",
+                        waited)
         if waited:
             log.warning("Kafka is back: outputs acknowledged after %.0fs", waited)
 
@@ -359,7 +348,9 @@ class LearnerService:
                 self.checkpoint()
             else:
                 self._finish_checkpoint(block=False)
-        except KafkaError as exc:
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
             # The broker is away: keep learning, try again after the snapshot interval.
             log.warning("checkpoint postponed, Kafka is unreachable (%s); retrying in %.0fs", exc, snap.every_seconds)
             self._last_checkpoint_t = time.monotonic()
@@ -386,6 +377,7 @@ class LearnerService:
                 self._drain_buffers(targets)
                 self._flush_predictions()
                 self._maybe_checkpoint()
+                self.producer.poll()
                 _learner_metrics.METRICS.observe(self)
                 if on_progress and time.monotonic() - last >= progress_every_s:
                     last = time.monotonic()

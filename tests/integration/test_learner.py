@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from confluent_kafka import KafkaError
 from kafka import KafkaProducer
 
 from contracts import serde
@@ -342,3 +343,36 @@ def test_the_learner_benchmark_times_every_event_it_feeds(settings):
 
     out = latency(make_spec("lr", every=500), settings, rate=500, seconds=1.0)
     assert out["events"] == 500 and 0 < out["p50_ms"] <= out["p99_ms"] <= out["max_ms"] < 60_000
+
+
+def test_an_output_the_broker_refuses_stops_the_learner_before_its_checkpoint(settings, namespace, tmp_path):
+    """The checkpoint's step 1: a cut never passes an output the broker did not take. Here the
+    predictions topic refuses every record (``max.message.bytes`` below a prediction's size)."""
+    import dataclasses
+
+    from driftline.learner import LearnerService
+
+    spec_path = write_spec(tmp_path, name="refused", source=None, schema={"fields": FIELDS, "label": "y"},
+                           metrics=["Accuracy"])
+    spec = load_spec(spec_path)
+    topics = pipeline_topics(spec, namespace)
+    small = dataclasses.replace(topics[Role.PREDICTIONS], configs={"max.message.bytes": "16"})
+    kafkautil.create_topics(settings, [small, *(c for r, c in topics.items() if r is not Role.PREDICTIONS)])
+    records = synthetic(500, seed=19)
+    produce(settings, topics[Role.FEATURES].name, records)
+
+    home = tmp_path / "snapshots"
+    svc = LearnerService(spec, settings, namespace, snapshot_dir=home, key=KEY)
+    try:
+        deadline = time.monotonic() + 60
+        while svc.stats.predicted < len(records) and time.monotonic() < deadline:
+            svc._fill(svc.consumer.poll(timeout_ms=500))
+            svc._drain_buffers(None)
+        assert svc.stats.predicted == len(records)
+        with pytest.raises(RuntimeError, match=r"output record\(s\) were not acknowledged"):
+            svc.checkpoint(block=True)
+        assert len(svc.producer.failures) == len(records)
+        assert svc.producer.failures[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+    finally:
+        svc.close()
+    assert Checkpointer(home, KEY).latest()[0] is None  # nothing cut past the refused outputs

@@ -130,6 +130,45 @@ def test_the_checkpoint_writer_child_runs_below_the_learners_priority(tmp_path, 
         assert int(policy) == os.SCHED_IDLE
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the writer is forked")
+def test_the_writer_child_runs_no_finalizer_of_the_parents_garbage(tmp_path, monkeypatch):
+    """A collection in the child would finalize the parent's unreachable objects: a librdkafka client
+    left in a reference cycle segfaulted a writer child that way (rd_kafka_destroy joins threads a
+    fork does not copy). Here the garbage is a cycle whose finalizer notes the pid it ran in."""
+    import gc
+
+    from driftline.checkpoint import Checkpointer
+
+    ran = tmp_path / "finalized"
+
+    class Handle:
+        def __init__(self):
+            self.me = self  # a cycle: only the collector frees it
+
+        def __del__(self):
+            with open(ran, "a") as f:
+                f.write(f"{os.getpid()}\n")
+
+    def write(self, version, meta, core, model_metas):
+        junk = [[i] for i in range(300_000)]  # enough allocations for collections of every generation
+        return len(junk)
+
+    monkeypatch.setattr(Checkpointer, "_write", write)
+    c = Checkpointer(tmp_path / "snaps", b"k" * 32, use_fork=True)
+    gc.collect()
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        Handle()
+        c.start(1, {}, None, {})
+        assert c.poll(block=True).version == 1
+        gc.collect()  # the parent's own collection finalizes it, in the parent
+    finally:
+        if not was:
+            gc.disable()
+    assert ran.read_text().split() == [str(os.getpid())]
+
+
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
 @pytest.mark.parametrize("block", [True, False])
 def test_a_writer_the_learner_waits_for_or_that_runs_long_gets_the_normal_class_back(tmp_path, monkeypatch, block):
