@@ -109,7 +109,9 @@ def test_kill_minus_nine_five_times_gives_the_fault_free_result_exactly(settings
         models={"lr": {"estimator": "preprocessing.StandardScaler | linear_model.LogisticRegression"},
                 "tree": {"estimator": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 50}}},
         metrics=["Accuracy", "LogLoss"], snapshots={"every_events": 1500, "every_seconds": 0.5})
-    records = synthetic(40_000)
+    # Long enough that at least three of the five runs are killed before they drain it: 40,000
+    # events were, until the learner's outputs moved to librdkafka made it faster.
+    records = synthetic(100_000)
     produce(settings, topics[Role.FEATURES].name, records)
 
     home = tmp_path / "home"
