@@ -62,6 +62,14 @@ __all__ = ["create_app", "run_worker", "dead_letter_headers", "STORES"]
 log = logging.getLogger("driftline.processors")
 
 BATCH = 1000
+# How long one ``getmany`` of the worker's fetch loop waits for records (faust's loop asks for 1 s).
+# The wait is not woken when a partition becomes active again: a full stream queue takes its
+# partitions out of the active set (faust's buffer pressure), ``getmany`` then waits only for the
+# others, and records that arrive meanwhile, or a partition let back in, are seen at the next call.
+# Over a backlog every other ``getmany`` waited the whole second for nothing while 12,000 records
+# (a fetch of 1 MiB per partition) were ready behind it: the worker drained 8,650-8,970 events/s,
+# its main thread busy 53-69% of the time. At the broker's own fetch wait (50 ms) it drained 12,272.
+GETMANY_TIMEOUT_S = FETCH_MAX_WAIT_MS / 1000
 STORES = {"rocksdb": "rocksdb://", "memory": "memory://"}
 DLQ_MAX_BYTES = 16 * 1024 * 1024
 SWEEP_CHUNK = 2000  # store entries a TTL sweep reads per batch and partition
@@ -312,7 +320,7 @@ def _batched_delivery(yield_every: int = 500) -> None:
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(fc.CONSUMER_FETCHING)
-                ait = getmany(timeout=1.0)
+                ait = getmany(timeout=GETMANY_TIMEOUT_S)
                 await self.sleep(0)
                 if not self.should_stop:
                     batch = [item async for item in ait]
