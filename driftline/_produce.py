@@ -3,7 +3,7 @@
 The learner writes one prediction record per event and model by default, so the producer's cost per
 record is the learner's: kafka-python's ``send`` (a future and the batch append, in Python) took
 about a third of an LR learner's time, where librdkafka's ``produce`` copies the record into its C
-queue. ``bench/learner``'s LR learner went from 0.33-0.37 of its in-process ceiling to 0.57-0.66
+queue. ``bench/learner``'s LR learner went from 0.33-0.37 of its in-process ceiling to 0.44-0.66
 (README, *Learning*).
 
 What the checkpoint protocol needs from it (``driftline.checkpoint``, step 1): every output sent
@@ -63,7 +63,7 @@ class OutputProducer:
             "logger": log,
         })
 
-    def partitions_for(self, topic: str, timeout_s: float = 60.0) -> int:
+    def partition_count(self, topic: str, timeout_s: float = 60.0) -> int:
         """How many partitions ``topic`` has, waiting up to ``timeout_s`` for it to exist."""
         return len(partitions_for(self._producer, topic, timeout_s, self.request_timeout_s))
 

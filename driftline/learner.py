@@ -179,7 +179,7 @@ class LearnerService:
         Naming the partition skips the partitioner's hash of the key."""
         n = self._pred_partitions
         if n is None:
-            n = self._pred_partitions = self.producer.partitions_for(self.topics[Role.PREDICTIONS].name)
+            n = self._pred_partitions = self.producer.partition_count(self.topics[Role.PREDICTIONS].name)
         self._emit(Role.PREDICTIONS, event_id, value, partition % n)
 
     def _handle(self, kind: int, rec: dict, partition: int) -> None:

@@ -67,8 +67,9 @@ BATCH = 1000
 # partitions out of the active set (faust's buffer pressure), ``getmany`` then waits only for the
 # others, and records that arrive meanwhile, or a partition let back in, are seen at the next call.
 # Over a backlog every other ``getmany`` waited the whole second for nothing while 12,000 records
-# (a fetch of 1 MiB per partition) were ready behind it: the worker drained 8,650-8,970 events/s,
-# its main thread busy 53-69% of the time. At the broker's own fetch wait (50 ms) it drained 12,272.
+# (a fetch of 1 MiB per partition) were ready behind it: the worker drained 8,026-8,348 events/s,
+# its main thread busy 0.67-0.72 of the time. At the broker's own fetch wait (50 ms) it drained
+# 12,126-12,861, busy 0.93 (two alternating pairs; README, *Processors*).
 GETMANY_TIMEOUT_S = FETCH_MAX_WAIT_MS / 1000
 STORES = {"rocksdb": "rocksdb://", "memory": "memory://"}
 DLQ_MAX_BYTES = 16 * 1024 * 1024
