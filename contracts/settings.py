@@ -117,7 +117,7 @@ class KafkaSettings(BaseModel):
         return {name: value for name, value, wanted in pairs if wanted}
 
     def librdkafka(self) -> dict:
-        """The same settings in librdkafka's names, for confluent-kafka (the learner's input consumer).
+        """The same settings in librdkafka's names, for confluent-kafka (the learner's consumer and producer).
 
         >>> KafkaSettings(bootstrap_servers="a:9092, b:9092", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
         ...               sasl_username="u", sasl_password="p", ssl_cafile="/ca.pem").librdkafka()

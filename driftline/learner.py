@@ -386,7 +386,7 @@ class LearnerService:
         finally:
             if clean:
                 self.checkpoint(block=True)
-            self.producer.flush()
+            self._flush_outputs()
 
     @property
     def runners(self):
