@@ -114,6 +114,7 @@ class LearnerService:
         self._pred_batch = spec.predictions_batch
         self._pred_buf: dict[str, list[dict]] = {}
         self._pred_partitions: int | None = None  # the predictions topic's, at the first prediction
+        self._pred_topic = self.topics[Role.PREDICTIONS].name
         # Seconds each checkpoint stopped the stream (flush, cut, fork), for the metrics to take.
         self.checkpoint_pauses: deque[float] = deque(maxlen=1000)
 
@@ -179,8 +180,8 @@ class LearnerService:
         Naming the partition skips the partitioner's hash of the key."""
         n = self._pred_partitions
         if n is None:
-            n = self._pred_partitions = self.producer.partition_count(self.topics[Role.PREDICTIONS].name)
-        self._emit(Role.PREDICTIONS, event_id, value, partition % n)
+            n = self._pred_partitions = self.producer.partition_count(self._pred_topic)
+        self.producer.send(self._pred_topic, event_id.encode(), serde.dumps(value), partition % n)
 
     def _handle(self, kind: int, rec: dict, partition: int) -> None:
         if kind == EVENT:
@@ -253,20 +254,21 @@ class LearnerService:
         self._since_checkpoint += 1
 
     def _fill(self, batches) -> None:
+        loads, stats = serde.loads, self.stats
         for tp, records in batches.items():
-            kind = self.kinds[tp.topic]
-            buf = self.buffers[tp]
-            if records:
-                self.next_offsets[tp] = records[-1].offset() + 1
+            if not records:
+                continue
+            kind, partition, append = self.kinds[tp.topic], tp.partition, self.buffers[tp].append
+            self.next_offsets[tp] = records[-1].offset() + 1
+            stats.consumed += len(records)
             for r in records:
-                self.stats.consumed += 1
                 try:
-                    rec = serde.loads(r.value())
+                    rec = loads(r.value())
                     ts = float(rec.get("ts") or 0.0)
                 except (serde.DecodeError, TypeError, ValueError):
-                    self.stats.skipped += 1
+                    stats.skipped += 1
                     continue
-                buf.append((ts, kind, r.offset(), rec, tp.partition))
+                append((ts, kind, r.offset(), rec, partition))
 
     # ---------------------------------------------------------------- checkpoints
 
