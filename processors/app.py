@@ -608,9 +608,9 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                 name = job["stores"][0]
                 items, job["after"] = table[name].scan(p, job["after"], budget)
                 budget -= len(items) + 1
-                for k in list(stage.expired(name, items, p, job["now"])):
-                    table[name].delete(k, p)
-                    deleted += 1
+                gone = list(stage.expired(name, items, p, job["now"]))
+                table[name].delete_many(gone, p)
+                deleted += len(gone)
                 if job["after"] is None:
                     job["stores"].pop(0)
             if not job["stores"]:
