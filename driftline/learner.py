@@ -115,6 +115,7 @@ class LearnerService:
         self._pred_buf: dict[str, list[dict]] = {}
         self._pred_partitions: int | None = None  # the predictions topic's, at the first prediction
         self._pred_topic = self.topics[Role.PREDICTIONS].name
+        self._predicted = _learner_metrics.METRICS.predicted  # per event: its end-to-end latency
         # Seconds each checkpoint stopped the stream (flush, cut, fork), for the metrics to take.
         self.checkpoint_pauses: deque[float] = deque(maxlen=1000)
 
@@ -174,15 +175,6 @@ class LearnerService:
     def _emit(self, topic: Role, key: str, value: dict, partition: int | None = None) -> None:
         self.producer.send(self.topics[topic].name, key.encode(), serde.dumps(value), partition)
 
-    def _emit_prediction(self, event_id: str, value: dict, partition: int) -> None:
-        """One event's prediction, keyed by its id, to its event's partition (``partition``, the
-        features record's; modulo the predictions topic's partitions, read once from the metadata).
-        Naming the partition skips the partitioner's hash of the key."""
-        n = self._pred_partitions
-        if n is None:
-            n = self._pred_partitions = self.producer.partition_count(self._pred_topic)
-        self.producer.send(self._pred_topic, event_id.encode(), serde.dumps(value), partition % n)
-
     def _handle(self, kind: int, rec: dict, partition: int) -> None:
         if kind == EVENT:
             preds, decisions = self.core.on_event(rec)
@@ -192,10 +184,16 @@ class LearnerService:
                     buf.append(p)
                     if len(buf) >= self._pred_batch:
                         self._flush_predictions(p["model"])
-            else:
+            elif preds:
+                key, n = rec["id"].encode(), self._pred_partitions
+                if n is None:
+                    n = self._pred_partitions = self.producer.partition_count(self._pred_topic)
+                send, topic, dumps = self.producer.send, self._pred_topic, serde.dumps
+                # Each keyed by the event's id, to its event's partition (the features record's; modulo
+                # the predictions topic's partitions, read once): naming it skips the key's hash.
                 for p in preds:
-                    self._emit_prediction(rec["id"], p, partition)
-            _learner_metrics.METRICS.predicted(rec.get("ts"))
+                    send(topic, key, dumps(p), partition % n)
+            self._predicted(rec.get("ts"))
             self.stats.predicted += 1
             if not self.delayed:
                 self.stats.learned += 1
