@@ -150,7 +150,8 @@ def warm_up(bootstrap: str, seconds: float = WARM_UP_S) -> dict:
     first LR rounds ran at 0.44, 0.59 and 0.63 of the in-process ceiling, rising to 0.67 by the
     seventh; on a broker that had served a few minutes, 0.68-0.70 from the first. This sends
     small record batches (``linger.ms`` 0, so many requests) for ``seconds`` while a consumer reads
-    them back, through librdkafka, then deletes the topic. Returns what it sent and read.
+    them back, through librdkafka, waits (up to 30 s) until it has read them all, then deletes the
+    topic. Returns what it sent and read.
     """
     import threading
 
@@ -183,6 +184,9 @@ def warm_up(bootstrap: str, seconds: float = WARM_UP_S) -> dict:
                 counts["sent"] += 1
             producer.poll(0.001)
         producer.flush(30)
+        caught_up = time.monotonic() + 30
+        while counts["read"] < counts["sent"] and time.monotonic() < caught_up:
+            time.sleep(0.05)
     finally:
         done.set()
         reader.join(10)
