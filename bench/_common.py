@@ -148,7 +148,7 @@ def warm_up(bootstrap: str, seconds: float = WARM_UP_S) -> dict:
     A broker is measured warm, as a user's runs: a fresh JVM interprets its request handling
     until its just-in-time compilers catch up. On a broker started for the purpose, ``bench/learner``'s
     first LR rounds ran at 0.44, 0.59 and 0.63 of the in-process ceiling, rising to 0.67 by the
-    seventh; on a broker that had served a few minutes, 0.68-0.70 from the first. This sends
+    seventh; on a broker that had served for hours, 0.68-0.70 from the first. This sends
     small record batches (``linger.ms`` 0, so many requests) for ``seconds`` while a consumer reads
     them back, through librdkafka, waits (up to 30 s) until it has read them all, then deletes the
     topic. Returns what it sent and read.

@@ -43,8 +43,8 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["ProcessorMetrics", "EventHistogram", "METRICS", "REGISTRY", "observe_batch", "dead_lettered", "serve", "clock",
-           "metrics_port", "new_registry", "DEFAULT_PORT", "LATENCY_BUCKETS"]
+__all__ = ["ProcessorMetrics", "EventHistogram", "METRICS", "REGISTRY", "observe_batch", "dead_lettered", "serve",
+           "clock", "metrics_port", "new_registry", "DEFAULT_PORT", "LATENCY_BUCKETS"]
 
 log = logging.getLogger("driftline.metrics")
 
@@ -79,8 +79,8 @@ class EventHistogram(Collector):
     ...     h.observe(v)
     >>> [r.get_sample_value("x_seconds_bucket", {"stage": "clean", "le": le}) for le in ("0.1", "1.0", "+Inf")]
     [2.0, 3.0, 4.0]
-    >>> r.get_sample_value("x_seconds_count", {"stage": "clean"}), r.get_sample_value("x_seconds_sum", {"stage": "clean"})
-    (4.0, 7.65)
+    >>> [r.get_sample_value(f"x_seconds_{s}", {"stage": "clean"}) for s in ("count", "sum")]
+    [4.0, 7.65]
     """
 
     def __init__(self, name: str, documentation: str, buckets, registry: CollectorRegistry,
@@ -116,9 +116,10 @@ class ProcessorMetrics:
                               ["stage", "outcome"], registry=registry)
         self.dead = Counter("driftline_dead_lettered", "Records sent to the dead-letter topic, by reason.",
                             ["reason"], registry=registry)
-        self.latency = EventHistogram("driftline_stage_latency_seconds",
-                                      "Seconds from the input record's write to Kafka until the stage was done with it.",
-                                      LATENCY_BUCKETS, registry, labels={"stage": "clean"})
+        self.latency = EventHistogram(
+            "driftline_stage_latency_seconds",
+            "Seconds from the input record's write to Kafka until the stage was done with it.",
+            LATENCY_BUCKETS, registry, labels={"stage": "clean"})
         self.batch = Histogram("driftline_batch_duration_seconds", "Seconds a stage spent on one batch.",
                                ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
         self.lag = Gauge("driftline_consumer_lag_records",
