@@ -221,24 +221,6 @@ class DirectTable:
                 pass
         self.outbox.add(self.topic, partition, k, None)
 
-    def delete_many(self, keys, partition: int) -> None:
-        """Delete ``keys`` from ``partition``'s store, each with a tombstone in the changelog (the TTL
-        sweeps). On a rocksdict store, one ``WriteBatch`` on the partition's database: faust's
-        ``_del`` deletes a key from every partition's database it does not know the key's partition
-        of, and :meth:`write` keeps no index of them, so each delete was one per partition, each a
-        write-ahead-log append. The sweep reads a partition's database and deletes from that one."""
-        db_for = self._rocksdict_dbs
-        if db_for is None:
-            for key in keys:
-                self.delete(key, partition)
-            return
-        wb, add, topic = WriteBatch(raw_mode=True), self.outbox.add, self.topic
-        for key in keys:
-            k = encode(key)
-            wb.delete(k)
-            add(topic, partition, k, None)
-        db_for(partition).write(wb)
-
     async def send_changelog(self) -> None:
         """Queue the changelog records written since the last call (not waiting for the broker)."""
         if self._outbox is None:

@@ -608,8 +608,10 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                 name = job["stores"][0]
                 items, job["after"] = table[name].scan(p, job["after"], budget)
                 budget -= len(items) + 1
-                gone = list(stage.expired(name, items, p, job["now"]))
-                table[name].delete_many(gone, p)
+                # Through write's batch, in the swept partition's database only: faust's delete tries
+                # every partition's database for a key whose partition it does not know.
+                gone = [(k, None, p, True) for k in stage.expired(name, items, p, job["now"])]
+                table[name].write(gone, lambda _p, e=event: _as_current(e))
                 deleted += len(gone)
                 if job["after"] is None:
                     job["stores"].pop(0)

@@ -216,10 +216,12 @@ def test_a_batch_of_writes_to_a_memory_store_goes_key_by_key():
     assert table.data.get("b") == 2 and "a" not in table.data
 
 
+
 def test_a_sweeps_deletes_land_in_the_swept_partitions_database_only(tmp_path):
-    """DirectTable.delete_many on a real faust RocksDB store: one write batch on the partition's
-    database, a tombstone per key in the changelog, and the same key in the other partition's
-    database (a duplicate id sent under another key) left alone."""
+    """The TTL sweep deletes through DirectTable.write on a real faust RocksDB store: one write batch
+    on the partition's database, a tombstone per key in the changelog, and the same key in the other
+    partition's database (a duplicate id sent under another key) left alone, where faust's own
+    delete would have tried every partition's database."""
     import faust
 
     app = faust.App("t-del", broker="kafka://localhost:1", store="rocksdb://", datadir=str(tmp_path))
@@ -232,28 +234,10 @@ def test_a_sweeps_deletes_land_in_the_swept_partitions_database_only(tmp_path):
     t.write([("e1", {"ts": 1.0}, 0, False), ("e2", {"ts": 2.0}, 0, False), ("e3", {"ts": 3.0}, 0, False),
              ("e1", {"ts": 9.0}, 1, False)], lambda p: None)
     sent.clear()
-    t.delete_many(["e1", "e2"], 0)
+    t.write([(k, None, 0, True) for k in ("e1", "e2")], lambda p: None)
     enc = store._encode_key
     assert sent == [(t._topic, 0, enc("e1"), None), (t._topic, 0, enc("e2"), None)]
     assert t.get_in("e1", 0) is None and t.get_in("e2", 0) is None
     assert t.get_in("e3", 0) == {"ts": 3.0} and t.get_in("e1", 1) == {"ts": 9.0}
-    t.delete_many([], 1)
-    assert t.get_in("e1", 1) == {"ts": 9.0} and len(sent) == 2
     for db in store._dbs.values():
         db.close()
-
-
-def test_a_sweeps_deletes_on_a_memory_store_go_key_by_key():
-    import faust
-
-    app = faust.App("t-del-mem", broker="kafka://localhost:1", store="memory://")
-    table = app.Table("seen", partitions=2)
-    sent = []
-    t = DirectTable(app, table)
-    t._topic = "t-del-mem-seen-changelog"
-    t._outbox = SimpleNamespace(add=lambda *rec: sent.append(rec))
-    t.write([("a", 1, 0, False), ("b", 2, 0, False)], _Current())
-    sent.clear()
-    t.delete_many(["a"], 0)
-    assert "a" not in table.data and table.data.get("b") == 2
-    assert [(p, v) for _, p, _, v in sent] == [(0, None)]
