@@ -33,7 +33,8 @@ def test_five_kill_9s_lose_nothing_and_duplicate_nothing(tmp_path, settings, nam
     kafkautil.create_topics(settings, list(topics.values()))
     records = list(mixed_stream(EVENTS, keys=200, poison_every=50, dup_every=101, seed=7))
     produce(settings, topics[Role.RAW].name, records, partitions=2)
-    rng = random.Random(int(os.environ.get("DRIFTLINE_CHAOS_SEED", uuid.uuid4().int % 1000)))
+    seed = int(os.environ.get("DRIFTLINE_CHAOS_SEED", uuid.uuid4().int % 1000))
+    rng = random.Random(seed)
 
     def done() -> int:
         return end_total(settings, topics[Role.CLEAN].name) + end_total(settings, topics[Role.DLQ].name)
@@ -45,8 +46,12 @@ def test_five_kill_9s_lose_nothing_and_duplicate_nothing(tmp_path, settings, nam
             worker = Worker(path, kafka, namespace, tmp_path / "home", log=tmp_path / "w.log")
             start = done()
             step = rng.randint(EVENTS // 40, EVENTS // 12)
-            wait_until(lambda: not worker.alive() or done() >= min(start + step, EVENTS), 120,
-                       every=0.05, what="progress before the kill")
+            try:
+                wait_until(lambda: not worker.alive() or done() >= min(start + step, EVENTS), 120,
+                           every=0.05, what=f"progress before kill {kills + 1} (seed {seed})")
+            except TimeoutError as exc:  # say where it stood, and what the worker said
+                raise AssertionError(f"{exc}: {done()} outputs, {start} at the restart, {step} wanted\n"
+                                     f"{(tmp_path / 'w.log').read_text()[-3000:]}") from None
             assert worker.alive(), (tmp_path / "w.log").read_text()[-2000:]
             worker.kill()  # kill -9 at a random point of a batch
             kills += 1
