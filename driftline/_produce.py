@@ -3,8 +3,8 @@
 The learner writes one prediction record per event and model by default, so the producer's cost per
 record is the learner's: kafka-python's ``send`` (a future and the batch append, in Python) took
 about a third of an LR learner's time, where librdkafka's ``produce`` copies the record into its C
-queue. ``bench/learner``'s LR learner went from 0.33-0.37 of its in-process ceiling to 0.44-0.66
-(README, *Learning*).
+queue. ``bench/learner``'s LR learner went from 0.33-0.37 of its in-process ceiling to 0.44-0.66,
+and 0.63-0.70 on a broker warmed before it is measured (README, *Learning*).
 
 What the checkpoint protocol needs from it (``driftline.checkpoint``, step 1): every output sent
 before a cut is acknowledged by the broker (``acks=all``) before the cut is written, and an output
