@@ -3,8 +3,14 @@ mid-stream and bring it back later. Nothing is lost, nothing is duplicated by ev
 pipeline keeps going while the node is down, and the lag returns to 0 within ``LAG_BOUND_S`` of
 the end of ingest.
 
-Bounded: 3,000 events at 100 events/s, the node down for 10 s; full (``DRIFTLINE_CHAOS_FULL=1``):
-30,000 events at 400 events/s, down for 30 s."""
+"Keeps going" means predictions advance while the node is down, within ``FAILOVER_BOUND_S`` of
+the kill. Failover is not instant: the controller waits out the dead broker's session (9 s by
+default) before it moves leadership, and the clients then refresh metadata and may rejoin a group
+whose coordinator moved. So the node stays down for at least the stated time, and longer (up to
+the bound) until the pipeline has moved on without it.
+
+Bounded: 3,000 events at 100 events/s, the node down for at least 10 s; full
+(``DRIFTLINE_CHAOS_FULL=1``): 30,000 events at 400 events/s, down for at least 30 s."""
 
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from processors.testing import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 LAG_BOUND_S = 120.0
+FAILOVER_BOUND_S = 60.0
 
 
 def test_losing_one_of_three_brokers_loses_and_duplicates_nothing(own_kafka, make_pipeline, spec_for, full,
@@ -40,9 +47,15 @@ def test_losing_one_of_three_brokers_loses_and_duplicates_nothing(own_kafka, mak
 
     victim = layout.node_dir(2)
     os.kill(int((victim / "pid").read_text()), signal.SIGKILL)
+    killed = time.monotonic()
     before = p.count(Role.PREDICTIONS)
-    time.sleep(down)
+    first_progress = None
+    while (elapsed := time.monotonic() - killed) < down or (first_progress is None and elapsed < FAILOVER_BOUND_S):
+        if first_progress is None and p.count(Role.PREDICTIONS) > before:
+            first_progress = elapsed
+        time.sleep(0.5)
     moved_on = p.count(Role.PREDICTIONS) - before
+    down_for = time.monotonic() - killed
     localkafka.start(layout, timeout=240, quiet=True)  # starts only the missing node
 
     wait_until(lambda: not ingest.alive(), 240 + n / rate, what="ingest to finish")
@@ -53,8 +66,9 @@ def test_losing_one_of_three_brokers_loses_and_duplicates_nothing(own_kafka, mak
     wait_until(lambda: p.count(Role.FEATURES) >= n and p.count(Role.PREDICTIONS) >= 2 * n, LAG_BOUND_S,
                every=0.2, what=f"lag back to 0 within {LAG_BOUND_S:.0f} s of the end of ingest")
     print(f"lag back to 0 {time.monotonic() - ended:.1f} s after ingest ended (bound {LAG_BOUND_S:.0f} s); "
-          f"{moved_on} predictions made while a broker was down")
-    assert moved_on > 0, "the pipeline stalled while one of three brokers was down"
+          f"{moved_on} predictions made while a broker was down for {down_for:.0f} s, the first "
+          f"{first_progress if first_progress is None else round(first_progress, 1)} s after the kill")
+    assert moved_on > 0, f"the pipeline made no predictions in the {down_for:.0f} s a broker of three was down"
     assert worker.alive() and learner.alive()
 
     for role, per_event in ((Role.CLEAN, 1), (Role.FEATURES, 1), (Role.PREDICTIONS, 2)):
