@@ -165,11 +165,11 @@ class ProcessorMetrics:
         self.batch.labels("clean").observe(time.perf_counter() - started)
         observe = self.latency.observe
         last: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            if msg.timestamp:
-                observe(max(0.0, now - msg.timestamp))
-            key = (msg.topic, msg.partition)
-            last[key] = max(last.get(key, -1), msg.offset)
+        for msg in messages:  # in offset order per partition: the last one seen is the highest
+            ts = msg.timestamp
+            if ts:
+                observe(now - ts if now > ts else 0.0)
+            last[(msg.topic, msg.partition)] = msg.offset
         if highwater is not None:
             for (topic, partition), offset in last.items():
                 hw = highwater(topic, partition)

@@ -40,11 +40,13 @@ def test_holes_are_read_back_in_order_and_repeats_are_dropped(settings, namespac
         plan = asyncio.run(c.plan(events(topic, [10, 11])))
         assert [m.offset for m, _ in plan] == [10, 11] and c.refilled == 4
 
-        # Every offset handled is acked to faust's consumer once, holes included, so its commit moves on.
+        # The offsets read directly are acked to faust's consumer once (faust's stream acks the ones it
+        # delivered), so its commit moves past the hole; the commit may go up to everything handled.
         acked = []
         c.acknowledge(SimpleNamespace(ack=lambda m: acked.append((m.tp.topic, m.tp.partition, m.offset))))
         c.acknowledge(SimpleNamespace(ack=lambda m: acked.append((m.tp.topic, m.tp.partition, m.offset))))
-        assert acked == [(topic, 0, o) for o in range(12)]
+        assert acked == [(topic, 0, o) for o in range(3, 7)]
+        assert c._done == {(topic, 0): 12}
 
         # After a rebalance, nothing is committed for this group: the partition starts at the log start.
         c.forget()
