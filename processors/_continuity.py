@@ -16,10 +16,11 @@ it was handled already in this assignment and is skipped; a record above it
 means records were skipped, and those are read from the broker directly and
 handled first, in order. Once a batch's outputs are durable, :meth:`Continuity.acknowledge`
 acks the offsets read directly to faust's consumer, so that its commit at a rebalance can move past
-them; faust's stream acks the ones it delivered itself (``take_batches``). faust's own commit still stalled for long stretches (its contiguity check waits on offsets
-it lost track of), so :meth:`Continuity.commit` commits, once a second, the offset after the last
-record whose outputs and table writes are done: a restart replays seconds, not the whole log. The output ledger (:mod:`processors._ledger`) still suppresses what
-an earlier worker already wrote.
+them; faust's stream acks the ones it delivered itself (``take_batches``). faust's own commit
+still stalled for long stretches (its contiguity check waits on offsets it lost track of), so
+:meth:`Continuity.commit` commits, once a second, the offset after the last record whose outputs
+and table writes are done: a restart replays seconds, not the whole log. The output ledger
+(:mod:`processors._ledger`) still suppresses what an earlier worker already wrote.
 """
 
 from __future__ import annotations
