@@ -216,7 +216,6 @@ def test_a_batch_of_writes_to_a_memory_store_goes_key_by_key():
     assert table.data.get("b") == 2 and "a" not in table.data
 
 
-
 def test_a_sweeps_deletes_land_in_the_swept_partitions_database_only(tmp_path):
     """The TTL sweep deletes through DirectTable.write on a real faust RocksDB store: one write batch
     on the partition's database, a tombstone per key in the changelog, and the same key in the other
