@@ -103,6 +103,11 @@ def numeric_pipeline(settings, namespace, tmp_path, name, **overrides):
     return spec_path, spec, topics
 
 
+def newest_version(directory: Path) -> int:
+    """The newest checkpoint version written under ``directory`` (-1: none yet)."""
+    return max((int(f.stem) for f in directory.glob("*.snap")), default=-1)
+
+
 def test_kill_minus_nine_five_times_gives_the_fault_free_result_exactly(settings, namespace, tmp_path):
     spec_path, spec, topics = numeric_pipeline(
         settings, namespace, tmp_path, "crash",
@@ -115,11 +120,19 @@ def test_kill_minus_nine_five_times_gives_the_fault_free_result_exactly(settings
     produce(settings, topics[Role.FEATURES].name, records)
 
     home = tmp_path / "home"
+    checkpoints = home / "snapshots" / namespace / "crash" / "checkpoint"
     rng = random.Random(1)
     kills = 0
     for _ in range(5):
+        before = newest_version(checkpoints)
         proc = learn(spec_path, namespace, home, "--until-drained", wait=False)
-        time.sleep(rng.uniform(2.0, 4.0))
+        # Each kill lands at a random point of learning, after the run's own first checkpoint, not
+        # in its start-up: on a machine half as fast, importing and connecting took the whole of
+        # a fixed 2-4 s, and no run ever checkpointed.
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and newest_version(checkpoints) <= before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.2, 1.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
