@@ -20,6 +20,7 @@ from contracts.topics import Role, pipeline_topics
 from driftline import kafkautil
 from driftline.checkpoint import Checkpointer
 from models import LearnerCore, build_estimator
+from processors.testing import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = b"test-key-0123456789abcdef"
@@ -129,9 +130,8 @@ def test_kill_minus_nine_five_times_gives_the_fault_free_result_exactly(settings
         # Each kill lands at a random point of learning, after the run's own first checkpoint, not
         # in its start-up: on a machine half as fast, importing and connecting took the whole of
         # a fixed 2-4 s, and no run ever checkpointed.
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and newest_version(checkpoints) <= before and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: proc.poll() is not None or newest_version(checkpoints) > before, 120, every=0.02,
+                   what="the learner run's first checkpoint")
         time.sleep(rng.uniform(0.2, 1.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
