@@ -55,6 +55,7 @@ class Continuity:
         self.skipped = 0  # records the stream delivered twice within one assignment
         self._holes: dict[tuple[str, int], list[tuple[int, int]]] = {}  # [start, end) read directly, to ack
         self._done: dict[tuple[str, int], int] = {}  # offsets below this have durable outputs and state
+        self._moved: dict[tuple[str, int], float] = {}  # when a record of the partition last reached the agent
 
     def forget(self) -> None:
         """After a rebalance: the next record of each partition is checked against the committed offset."""
@@ -62,7 +63,21 @@ class Continuity:
         self._holes = {}
         self._done = {}
 
-    def _start_offset(self, topic: str, partition: int) -> int:
+    def due(self, tp: tuple[str, int]) -> int | None:
+        """The next offset due of partition ``tp`` in this assignment, or None before its first record."""
+        return self._next.get(tp)
+
+    def moved_at(self, tp: tuple[str, int]) -> float:
+        """When (``time.monotonic``) a record of ``tp`` last reached the agent; 0 if never."""
+        return self._moved.get(tp, 0.0)
+
+    def end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The log end offset of each partition of ``tps``."""
+        with self._lock:
+            ends = self._reader().end_offsets([TopicPartition(t, p) for t, p in tps])
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+    def start_offset(self, topic: str, partition: int) -> int:
         """The committed offset of the group for this partition, or the log start when none is committed."""
         tp = TopicPartition(topic, partition)
         deadline = time.monotonic() + 60
@@ -101,12 +116,13 @@ class Continuity:
         """
         loop = asyncio.get_running_loop()
         out: list[tuple[Any, Any]] = []
+        now = time.monotonic()
         for event in events:
             msg = event.message
             tp = (msg.topic, msg.partition)
             due = self._next.get(tp)
             if due is None:
-                due = await loop.run_in_executor(None, self._start_offset, *tp)
+                due = await loop.run_in_executor(None, self.start_offset, *tp)
             if msg.offset < due:
                 self.skipped += 1
                 continue
@@ -119,6 +135,7 @@ class Continuity:
                 out.extend((r, event) for r in missed)
             out.append((msg, event))
             self._next[tp] = msg.offset + 1
+            self._moved[tp] = now
         return out
 
     def acknowledge(self, consumer) -> None:

@@ -14,6 +14,7 @@ name                                            type         labels
 ``driftline_batch_duration_seconds``            histogram    stage (time spent on one batch)
 ``driftline_consumer_lag_records``              gauge        topic, partition (high watermark − position)
 ``driftline_state_store_entries``               gauge        store (entries; RocksDB: estimated)
+``driftline_stalls_repaired_total``             counter      (input partitions found stalled, restarted)
 ==============================================  ===========  =======================================
 
 The exporter's port comes from ``DRIFTLINE_PROCESSOR_METRICS_PORT``, else
@@ -43,8 +44,8 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["ProcessorMetrics", "EventHistogram", "METRICS", "REGISTRY", "observe_batch", "dead_lettered", "serve",
-           "clock", "metrics_port", "new_registry", "DEFAULT_PORT", "LATENCY_BUCKETS"]
+__all__ = ["ProcessorMetrics", "EventHistogram", "METRICS", "REGISTRY", "observe_batch", "dead_lettered",
+           "stall_repaired", "serve", "clock", "metrics_port", "new_registry", "DEFAULT_PORT", "LATENCY_BUCKETS"]
 
 log = logging.getLogger("driftline.metrics")
 
@@ -127,6 +128,9 @@ class ProcessorMetrics:
                          ["topic", "partition"], registry=registry)
         self.store = Gauge("driftline_state_store_entries", "Entries held in a state store.", ["store"],
                            registry=registry)
+        self.stalls = Counter("driftline_stalls_repaired",
+                              "Input partitions that had records waiting and reached no agent for the watchdog's "
+                              "stall time, and were fetched again (processors/_watchdog.py).", registry=registry)
         for outcome in ("accepted", "dead_lettered"):
             self.events.labels("clean", outcome)
         self.events.labels("featurize", "emitted")
@@ -224,6 +228,11 @@ def store_entries(table) -> int:
 def dead_lettered(reason: str) -> None:
     """Count one dead-lettered record (the worker's metrics)."""
     METRICS.dead_lettered(reason)
+
+
+def stall_repaired() -> None:
+    """Count one stalled input partition the watchdog restarted (the worker's metrics)."""
+    METRICS.stalls.inc()
 
 
 def observe_batch(app, events, started: float) -> None:

@@ -51,6 +51,7 @@ from contracts.topics import (PROCESSOR_TABLES, Headers, Role, pipeline_topics, 
 from driftline._gc import tune_for_streaming
 from processors import _metrics
 from processors._continuity import Continuity
+from processors._watchdog import Watchdog
 from processors._ledger import SWEPT, Ledger
 from processors._outbox import Outbox
 from processors._tables import DirectTable
@@ -74,6 +75,7 @@ GETMANY_TIMEOUT_S = FETCH_MAX_WAIT_MS / 1000
 STORES = {"rocksdb": "rocksdb://", "memory": "memory://"}
 DLQ_MAX_BYTES = 16 * 1024 * 1024
 SWEEP_CHUNK = 2000  # store entries a TTL sweep reads per batch and partition
+WATCH_EVERY_S = 5.0  # how often the watchdog looks for a stalled input partition (processors/_watchdog.py)
 # RocksDB memory per table partition (one database each). faust's defaults are sized for a server of
 # its own: three 64 MiB memtables and a 2 GiB block cache per database, and a worker holds eight
 # (four tables, two partitions each) and more as it takes partitions. Its resident memory then grew
@@ -477,6 +479,10 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
     joiner = LabelJoin(spec.labels.ttl_seconds)
     ledger = Ledger(settings)
     continuity, join_continuity = Continuity(settings, app_id), Continuity(settings, app_id)  # one per agent
+    inputs = [topics[Role.RAW].name]
+    if spec.labels.mode == "delayed":
+        inputs += [topics[Role.LABELS].name, pending_name]
+    watchdog = Watchdog(app, (continuity, join_continuity), inputs, on_stall=_metrics.stall_repaired)
     stats = {"in": 0, "clean": 0, "dlq": 0, "late": 0, "examples": 0, "expired_events": 0,
              "unknown_labels": 0, "expired_labels": 0, "duplicate_labels": 0, "suppressed": 0}
     app.driftline_stats = stats  # type: ignore[attr-defined]
@@ -490,6 +496,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
         ledger.forget()
         continuity.forget()
         join_continuity.forget()
+        watchdog.forget()
 
     @app.on_partitions_assigned.connect
     async def _assigned(app_, assigned, **kwargs) -> None:
@@ -497,6 +504,7 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
         ledger.forget()
         continuity.forget()
         join_continuity.forget()
+        watchdog.forget()
 
     async def flush(overlay: Overlay, t: DirectTable, by_partition: dict) -> None:
         t.write(overlay.drain(), lambda p: _as_current(by_partition[p]))
@@ -727,6 +735,14 @@ def create_app(spec: Spec, settings: KafkaSettings, namespace: str | None = None
                 await c.commit(app.consumer)
             except Exception as exc:  # noqa: BLE001 - e.g. a rebalance in progress
                 log.info("commit postponed: %s: %s", type(exc).__name__, exc)
+
+    @app.timer(WATCH_EVERY_S)
+    async def watch_inputs() -> None:
+        """Restart an input partition that stopped reaching the agents (processors/_watchdog.py)."""
+        try:
+            await watchdog.check()
+        except Exception as exc:  # noqa: BLE001 - e.g. a rebalance in progress; looked at again next time
+            log.info("inputs not checked: %s: %s", type(exc).__name__, exc)
 
     @app.timer(_metrics.STORE_SIZE_EVERY_S)
     async def store_sizes() -> None:

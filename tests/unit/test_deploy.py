@@ -175,7 +175,7 @@ def test_promtool_check_config(tmp_path):
     out = subprocess.run([_promtool(), "check", "config", str(tmp_path / "prometheus.yml")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "7 rules found" in out.stdout + out.stderr
+    assert "8 rules found" in out.stdout + out.stderr
 
 
 def test_promtool_check_rules():
@@ -191,7 +191,7 @@ def test_promtool_test_rules_each_alert_fires_and_stays_quiet():
     tested = set(re.findall(r"alertname: (\w+)", (PROM / "alerts_test.yml").read_text()))
     rules = set(re.findall(r"- alert: (\w+)", (PROM / "alerts.yml").read_text()))
     assert rules == tested == {"DriftDetected", "ModelMetricDegraded", "ConsumerLagGrowing", "HighDeadLetterRate",
-                               "StaleSnapshot", "LargeModelSnapshot", "ServiceDown"}
+                               "StaleSnapshot", "LargeModelSnapshot", "InputPartitionStalled", "ServiceDown"}
 
 
 def test_dashboards_name_only_metrics_some_service_defines():
