@@ -45,11 +45,13 @@ class Watchdog:
         self.stall_s = STALL_S if stall_s is None else stall_s
         self.clock, self.on_stall = clock, on_stall
         self._since: dict[tuple[str, int], float] = {}  # a waiting partition: quiet since then
+        self._start: dict[tuple[str, int], int] = {}  # the committed offset at the assignment
         self.repaired = 0
 
     def forget(self) -> None:
         """After a rebalance: every partition starts its quiet time again."""
         self._since = {}
+        self._start = {}
 
     def _due(self, tp: tuple[str, int]) -> int | None:
         for c in self.continuities:
@@ -92,17 +94,19 @@ class Watchdog:
         loop = asyncio.get_running_loop()
         reader = self.continuities[0]
         ends = await loop.run_in_executor(None, reader.end_offsets, mine)
-        waiting = {}
+        dues = {}
         for tp in mine:
             due = self._due(tp)
-            if due is None:
-                due = await loop.run_in_executor(None, reader.start_offset, *tp)
-            waiting[tp] = ends.get(tp, 0) > due
-        stalled = self.stalled(waiting)
+            if due is None and ends.get(tp, 0) > 0:
+                # No record yet in this assignment: the group's committed offset, which only the
+                # agents' commits move, so it is asked once per assignment.
+                due = self._start.get(tp)
+                if due is None:
+                    due = self._start[tp] = await loop.run_in_executor(None, reader.start_offset, *tp)
+            dues[tp] = due or 0
+        stalled = self.stalled({tp: ends.get(tp, 0) > dues[tp] for tp in mine})
         for tp in stalled:
-            due = self._due(tp)
-            if due is None:
-                due = await loop.run_in_executor(None, reader.start_offset, *tp)
+            due = dues[tp]
             log.warning("input %s[%s] stalled: %d record(s) waiting from offset %d and none reached the "
                         "agent in %.0f s; fetching it again from there. Fetch state: %s",
                         tp[0], tp[1], ends.get(tp, 0) - due, due, self.stall_s, fetch_state(app, tp))
