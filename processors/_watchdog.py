@@ -46,7 +46,6 @@ class Watchdog:
         self.clock, self.on_stall = clock, on_stall
         self._since: dict[tuple[str, int], float] = {}  # a waiting partition: quiet since then
         self._start: dict[tuple[str, int], int] = {}  # the committed offset at the assignment
-        self.repaired = 0
 
     def forget(self) -> None:
         """After a rebalance: every partition starts its quiet time again."""
@@ -111,7 +110,6 @@ class Watchdog:
                         "agent in %.0f s; fetching it again from there. Fetch state: %s",
                         tp[0], tp[1], ends.get(tp, 0) - due, due, self.stall_s, fetch_state(app, tp))
             await self._restart(tp, due)
-            self.repaired += 1
             if self.on_stall is not None:
                 self.on_stall()
         return stalled
