@@ -51,10 +51,10 @@ from contracts.topics import (PROCESSOR_TABLES, Headers, Role, pipeline_topics, 
 from driftline._gc import tune_for_streaming
 from processors import _metrics
 from processors._continuity import Continuity
-from processors._watchdog import Watchdog
 from processors._ledger import SWEPT, Ledger
 from processors._outbox import Outbox
 from processors._tables import DirectTable
+from processors._watchdog import Watchdog
 from processors.join import LabelJoin
 from processors.stage import Outcome, Overlay, Stage, State
 

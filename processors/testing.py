@@ -191,18 +191,24 @@ def wait_until(predicate, timeout_s: float, every: float = 0.5, what: str = "con
 
 
 class Worker:
-    """A ``driftline process`` child process; ``kill()`` is a kill -9 (the crash marker)."""
+    """A ``driftline process`` child process; ``kill()`` is a kill -9 (the crash marker).
+
+    ``program`` replaces ``-m driftline process`` (a test's wrapper script taking the same
+    arguments); ``extra_env`` is added to its environment."""
 
     def __init__(self, spec_path: str | Path, bootstrap: str, namespace: str, home: str | Path,
-                 store: str = "rocksdb", stats: str | Path | None = None, log: str | Path | None = None):
+                 store: str = "rocksdb", stats: str | Path | None = None, log: str | Path | None = None,
+                 program: list[str] | None = None, extra_env: dict[str, str] | None = None):
         env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=bootstrap, DRIFTLINE_NAMESPACE=namespace,
-                   DRIFTLINE_HOME=str(home), DRIFTLINE_PROCESSOR_METRICS_PORT="0", DRIFTLINE_METRICS_PORT="0")
+                   DRIFTLINE_HOME=str(home), DRIFTLINE_PROCESSOR_METRICS_PORT="0", DRIFTLINE_METRICS_PORT="0",
+                   **(extra_env or {}))
         if stats:
             env["DRIFTLINE_PROCESSOR_STATS"] = str(stats)
         self._log = open(log, "ab") if log else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, "-m", "driftline", "process", str(spec_path),
-                                      "--store", store], env=env, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=self._log, start_new_session=True)
+        program = program or ["-m", "driftline", "process"]
+        self.proc = subprocess.Popen([sys.executable, *program, str(spec_path), "--store", store], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                     start_new_session=True)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

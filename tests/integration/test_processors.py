@@ -3,9 +3,6 @@ dead-lettered; a second worker changes nothing; labels join with the features of
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,9 +30,9 @@ def pipeline(tmp_path, settings, namespace, kafka):
         kafkautil.create_topics(settings, list(topics.values()))
         return spec, path, topics
 
-    def start(path, store="rocksdb", name="w"):
+    def start(path, store="rocksdb", name="w", **kw):
         w = Worker(path, kafka, namespace, tmp_path / "home", store=store, stats=tmp_path / f"{name}.json",
-                   log=tmp_path / f"{name}.log")
+                   log=tmp_path / f"{name}.log", **kw)
         workers.append(w)
         return w
 
@@ -421,43 +418,24 @@ def test_state_past_its_ttl_is_swept_from_the_tables_and_their_changelogs(pipeli
     assert worker.alive()
 
 
-
-def test_a_stalled_raw_partition_is_found_and_fetched_again_and_nothing_is_lost(pipeline, settings, namespace,
-                                                                               kafka, tmp_path):
+def test_a_stalled_raw_partition_is_found_and_fetched_again_and_nothing_is_lost(pipeline, settings, tmp_path):
     """The watchdog (processors/_watchdog.py) against a real stall: once the worker has taken in 300
     records, its raw partitions are paused in faust's and aiokafka's consumers and nothing else
     resumes them; the records sent after that still all come through, exactly once."""
     spec, path, topics = pipeline(partitions=2)
     first = list(mixed_stream(1000, keys=40, poison_every=50, seed=11))
     second = list(mixed_stream(1000, keys=40, poison_every=50, seed=12, start=1000))
-    log = tmp_path / "stalling.log"
-    env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=kafka, DRIFTLINE_NAMESPACE=namespace,
-               DRIFTLINE_HOME=str(tmp_path / "home"), DRIFTLINE_PROCESSOR_METRICS_PORT="0",
-               DRIFTLINE_METRICS_PORT="0", STALL_TOPIC=topics[Role.RAW].name)
     script = Path(__file__).with_name("stalling_worker.py")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(script), str(path), "--store", "memory"], env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-    try:
-        def processed(total):
-            def done():
-                assert proc.poll() is None, log.read_text()[-3000:]
-                return (end_total(settings, topics[Role.CLEAN].name)
-                        + end_total(settings, topics[Role.DLQ].name)) >= total
-            return done
+    worker = pipeline.start(path, store="memory", name="stalling", program=[str(script)],
+                            extra_env={"STALL_TOPIC": topics[Role.RAW].name})
+    log = tmp_path / "stalling.log"  # the pipeline fixture's log of a worker named "stalling"
 
-        produce(settings, topics[Role.RAW].name, first, partitions=2)
-        wait_until(processed(1000), 120, what="the first 1000 records processed")
-        wait_until(lambda: "injected stall" in log.read_text(), 30, what="the stall injected")
-        produce(settings, topics[Role.RAW].name, second, partitions=2)
-        wait_until(processed(2000), 120, what="the 1000 records sent into the stall processed")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    produce(settings, topics[Role.RAW].name, first, partitions=2)
+    wait_processed(settings, topics, 1000, [worker])
+    wait_until(lambda: "injected stall" in log.read_text(), 30, what="the stall injected")
+    produce(settings, topics[Role.RAW].name, second, partitions=2)
+    wait_processed(settings, topics, 2000, [worker])
+    worker.stop()
     text = log.read_text()
     assert "stalled:" in text and "fetching it again" in text, text[-3000:]
     assert_exact_accounting(settings, topics, read_topic(settings, topics[Role.RAW].name))

@@ -1,5 +1,5 @@
 """processors._watchdog: when an input partition counts as stalled (the decision only; the restart
-itself acts on faust's consumer and is exercised by the chaos suite against a real broker)."""
+itself acts on faust's consumer, and tests/integration/test_processors.py exercises it on a live worker)."""
 
 from __future__ import annotations
 
