@@ -21,6 +21,7 @@ class Edge:
     def __init__(self, app, max_body_bytes: int):
         self.app = app
         self.limit = max_body_bytes
+        self._children = {}  # (route, code) -> (requests counter, latency histogram): labels() is a lookup under a lock
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -43,8 +44,12 @@ class Edge:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            m.REQUESTS.labels(label, str(status["code"])).inc()
-            m.LATENCY.labels(label).observe(time.perf_counter() - t0)
+            children = self._children.get((label, status["code"]))
+            if children is None:
+                children = self._children[label, status["code"]] = (
+                    m.REQUESTS.labels(label, str(status["code"])), m.LATENCY.labels(label))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - t0)
 
     async def _buffered(self, scope, receive):
         """Read the whole body up to the limit; ``None`` when it is larger."""

@@ -91,6 +91,35 @@ def test_bad_records_get_422_naming_the_field(app):
                        headers={"content-type": "application/json"}).status_code == 422
 
 
+def test_a_bad_query_or_a_body_that_is_not_json_gets_422_naming_where(app):
+    client, store = app
+    store.offer("lr", blob(trained(5)))
+    r = client.post("/predict?version=-1", json={"record": record()})
+    assert r.status_code == 422
+    assert [(e["loc"], e["type"]) for e in r.json()["detail"]] == [(["query", "version"], "greater_than_equal")]
+    assert client.post("/predict?model=" + "m" * 201, json={"record": record()}).json()["detail"][0]["loc"] == \
+        ["query", "model"]
+    r = client.post("/predict", content=b'{"record": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    r = client.post("/predict", json={"record": record(), "extra": 1})
+    assert [(e["loc"], e["type"]) for e in r.json()["detail"]] == [(["body", "extra"], "extra_forbidden")]
+    r = client.post("/predict", json=[record()])
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    assert client.post("/predict?model=lr&version=5&other=1", json={"record": record()}).status_code == 200
+
+
+def test_predict_documents_its_body_and_query_in_openapi(app):
+    client, _ = app
+    op = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+    body = op["requestBody"]["content"]["application/json"]
+    assert set(body["schema"]["properties"]) == {"record", "records"}
+    assert set(body["examples"]) == {"one", "batch"}
+    params = {p["name"]: p for p in op["parameters"]}
+    assert set(params) == {"model", "version"} and {p["in"] for p in params.values()} == {"query"}
+    assert {"type": "integer", "minimum": 0} in params["version"]["schema"]["anyOf"]
+    assert set(op["responses"]) >= {"200", "404", "413", "422", "503"}
+
+
 def test_bodies_over_the_limit_get_413(app):
     client, store = app
     store.offer("lr", blob(trained(5)))
