@@ -160,7 +160,9 @@ class _BadLine:
 def create_app(spec: Spec, sink: Sink, max_body_bytes: int = 10 * 1024 * 1024):
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    app = FastAPI(title="driftline gateway")
+    # Its telemetry is Prometheus (/metrics); FastAPI's OpenTelemetry hooks would look up three
+    # unconfigured providers on every request.
+    app = FastAPI(title="driftline gateway", telemetry={"tracing": False, "metrics": False, "logs": False})
     validate = Validator(spec)
 
     def answer(status: int, body: dict, headers: dict | None = None):
