@@ -117,6 +117,12 @@ def _json(value, status: int = 200) -> Response:
     return Response(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS), status, media_type="application/json")
 
 
+def _invalid(where: str, exc: ValidationError) -> Response:
+    """A 422 in FastAPI's shape: each error's place under ``where`` ("query", "body"), its type and message."""
+    return _json({"detail": [{"loc": [where, *e["loc"]], "type": e["type"], "msg": e["msg"]}
+                             for e in exc.errors(include_url=False, include_input=False)]}, 422)
+
+
 def _error(status: int, code: str, detail) -> Response:
     return _json({"error": code, "detail": detail}, status)
 
@@ -209,12 +215,12 @@ def create_app(spec: Spec, store: ModelStore, config: ServingConfig, follower=No
     # documents them with those models' schemas: FastAPI's per-request parameter machinery was 40%
     # of a request's CPU here (cProfile of bench/serve's request), pydantic-core's own JSON
     # validation a tenth of that.
+    query_schemas = PredictQuery.model_json_schema()["properties"]
     predict_doc = {
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": PredictRequest.model_json_schema(), "examples": examples}}},
         "parameters": [{"name": name, "in": "query", "required": False, "description": field.description,
-                        "schema": PredictQuery.model_json_schema()["properties"][name]}
-                       for name, field in PredictQuery.model_fields.items()],
+                        "schema": query_schemas[name]} for name, field in PredictQuery.model_fields.items()],
     }
 
     @app.post("/predict", response_model=None, tags=["predict"], openapi_extra=predict_doc,
@@ -224,11 +230,12 @@ def create_app(spec: Spec, store: ModelStore, config: ServingConfig, follower=No
         """Clean, featurize and predict, with the same code as the stream. Never changes a model."""
         try:
             query = PredictQuery.model_validate(request.query_params) if request.scope["query_string"] else NO_QUERY
+        except ValidationError as exc:
+            return _invalid("query", exc)
+        try:
             body = PredictRequest.model_validate_json(await request.body())
         except ValidationError as exc:
-            where = "query" if exc.title == PredictQuery.__name__ else "body"
-            return _json({"detail": [{"loc": [where, *e["loc"]], "type": e["type"], "msg": e["msg"]}
-                                     for e in exc.errors(include_url=False, include_input=False)]}, 422)
+            return _invalid("body", exc)
         model, version = query.model, query.version
         records = body.records if body.records is not None else [body.record]
         if len(records) > config.max_batch:
