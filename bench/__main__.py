@@ -2,8 +2,8 @@
 
 Each benchmark module present (``bench.learner``, ``bench.serve``, ``bench.processors``,
 ``bench.pipeline``, ``bench.ingest``) runs in its own process, one after the other (ingest last:
-it compares itself with this run's pipeline throughput), and
-writes ``bench/results/<name>.json``. Then this gathers them into
+it compares itself with this run's pipeline throughput), against one broker that this starts and
+warms first (or ``DRIFTLINE_BOOTSTRAP_SERVERS``), and writes ``bench/results/<name>.json``. Then this gathers them into
 ``bench/results/latest.json``: every benchmark's figures, driftline's ratios to the peers and
 to the ceiling, the date and the machine. A benchmark that fails is recorded with its error and
 the others still run.
@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from bench._common import RESULTS, machine
+from bench._common import RESULTS, broker, machine
 
 __all__ = ["BENCHMARKS", "figures", "main"]
 
@@ -115,9 +115,12 @@ def main(argv=None) -> dict:
     if extra and len(names) != 1:
         raise SystemExit("extra arguments go to one benchmark: use --only NAME")
     results = {}
-    for name in names:
-        print(f"== bench.{name}", flush=True)
-        results[name] = run_one(name, extra)
+    # One broker for every benchmark, warmed once (bench._common.broker): each benchmark starting
+    # its own measured a JVM still compiling the broker's request handling, on the same two cores.
+    with broker():
+        for name in names:
+            print(f"== bench.{name}", flush=True)
+            results[name] = run_one(name, extra)
     latest = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
               "benchmarks": results, "ratios": ratios(results)}
     rows = [r for name, data in results.items() for r in figures(name, data)]

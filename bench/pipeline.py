@@ -23,7 +23,8 @@ producer with Kafka's default ``linger.ms=5`` does (:func:`feed`). Each variant 
 ``--latency-runs`` runs (3), the variants in turn, and the median of their figures is reported.
 While the feed runs, :class:`bench._common.CpuMeter` measures the cores each process uses (the
 variant's services, the broker, this process's feed and watcher) and how busy the machine is;
-``cpu_us_per_event`` is the variant's own processes' CPU per event fed. A p99 at half load is
+``cpu_us_per_event`` is the variant's own processes' CPU per event fed; ``broker JIT``, the part of
+the broker's that its JVM spent compiling (near 0 on a warm broker). A p99 at half load is
 queueing as much as work, and these say how close to full the two cores were. driftline's
 latency is also split at its features record (:func:`hops`): worker, then learner.
 
@@ -401,7 +402,7 @@ def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float,
     lat = watch.latencies_ms
     busy, metered_s = cores.pop("machine_busy"), cores.pop("seconds")
     # The variant's own processes: not the broker, nor this process's feed and watcher.
-    mine = sum(v for k, v in cores.items() if k not in ("broker", "bench (feed, watch)"))
+    mine = sum(v for k, v in cores.items() if not k.startswith("broker") and k != "bench (feed, watch)")
     return {"rate": round(rate), "events": len(lat), "feed_seconds": round(sent_s, 2),
             "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat) if lat else None,
             "cores": cores, "cpu_us_per_event": round(mine * metered_s / total * 1e6, 1), "machine_busy": busy,

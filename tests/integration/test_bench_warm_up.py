@@ -13,8 +13,10 @@ pytestmark = pytest.mark.integration
 def test_warm_up_sends_and_reads_back_records_and_leaves_no_topic(kafka):
     from bench._common import warm_up
 
-    counts = warm_up(kafka, seconds=1.0)
+    counts = warm_up(kafka, seconds=1.0, max_seconds=1.0)
     assert counts["sent"] > 1_000
+    assert 1.0 <= counts["seconds"] < 30  # one round: at max_seconds it stops, compiling or not
+    assert counts["jit_cores_last_round"] >= 0  # the broker runs here, so its compiler threads are read
     assert counts["read"] == counts["sent"]  # read back, every one
     admin, deadline = AdminClient({"bootstrap.servers": kafka}), time.monotonic() + 30
     while True:  # a deletion reaches the broker's metadata shortly after the controller took it
