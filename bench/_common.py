@@ -184,10 +184,10 @@ def warm_up(bootstrap: str, seconds: float = WARM_UP_S, max_seconds: float = WAR
     p99 228, the broker's C2 compiler at 0.42 of a core, against p50 12-16 and p99 78-81 on a broker
     whose compilers were quiet.
 
-    So this sends traffic in rounds of 5 s (:func:`_traffic`; shorter if ``seconds`` is) for at least ``seconds``, then until
-    the broker's compiler threads (:func:`jit_seconds`) used less than ``quiet_cores`` in a round,
-    for at most ``max_seconds``. Returns what it sent and read, how long it took and the compilers'
-    cores in the last round.
+    So this sends traffic in rounds of 5 s (:func:`_traffic`; shorter if ``seconds`` is) for at
+    least ``seconds``, then until the broker's compiler threads (:func:`jit_seconds`) used less
+    than ``quiet_cores`` in a round, for at most ``max_seconds``. Returns what it sent and read,
+    how long it took and the compilers' cores in the last round.
     """
     pid = _listener(int(bootstrap.split(",")[0].rsplit(":", 1)[1]))
     started = time.monotonic()

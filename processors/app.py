@@ -243,13 +243,14 @@ def _prompt_fetches(max_wait_ms: int = WORKER_FETCH_MAX_WAIT_MS, min_bytes: int 
     round of its machinery (the consumer thread's hand-over, a turn of the agent, its sends, acks
     and table writes) whatever their number: at half load it used 0.68-0.72 of a core, where the
     same events in a backlog take about a third of one.
-    Held until 64 KiB or 20 ms, a fetch carries a few times more: at 2,100 events/s (``bench/pipeline``'s
-    half load, runs alternating, 2026-12-07) the worker took 0.45-0.59 of a core and the broker
-    0.17-0.22 against 0.68-0.72 and 0.26, and the p99 end to end was 76-171 ms against 157-309:
-    the up to 20 ms a record may now wait for its fetch is less than the queueing it saves on two
-    shared cores. Over a backlog a fetch has its 64 KiB at once. (The learner's fetches held the same way
-    saved none of its CPU, which is in its models, so they are left prompt.) An idle worker sends a
-    fetch every ``max_wait_ms``, which costs nothing measurable.
+
+    Held until 64 KiB or 20 ms, a fetch carries a few times more: at 2,100 events/s
+    (``bench/pipeline``'s half load, runs alternating, 2026-12-07) the worker took 0.45-0.59 of a
+    core and the broker 0.17-0.22 against 0.68-0.72 and 0.26-0.29, and the p99 end to end was
+    76-171 ms against 157-309: the up to 20 ms a record may now wait for its fetch is less than
+    the queueing it saves on two shared cores. Over a backlog a fetch has its 64 KiB at once. (The
+    learner's fetches held the same way saved none of its CPU, which is in its models, so they are
+    left prompt.) An idle worker sends a fetch every ``max_wait_ms``, which costs nothing measurable.
     """
     from faust.transport.drivers import aiokafka as driver
 
