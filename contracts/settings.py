@@ -37,7 +37,9 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 ENV_PREFIX = "DRIFTLINE_"
 # How long a consumer lets the broker hold a fetch that has nothing yet (faust sets 1,500 ms,
 # kafka-python 500 ms): the processors' worker saw a fetch held for the whole wait while records
-# were arriving, which stalled it at half load (README, Benchmarks). Used by the worker and the learner.
+# were arriving, which stalled it at half load (README, Benchmarks). The learner's fetches wait this
+# long, and the worker's fetch loop waits this long for one ``getmany``; the worker's fetches
+# themselves wait for 64 KiB or 20 ms (``processors.app.WORKER_FETCH_MIN_BYTES``, ``_MAX_WAIT_MS``).
 FETCH_MAX_WAIT_MS = 50
 
 
