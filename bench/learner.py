@@ -144,12 +144,12 @@ class _Timed(LearnerService):
 def feed(bootstrap: str, topic: str, rate: float, n: int) -> None:
     """Produce ``records(n, seed=3)`` at ``rate`` per second (run in a process of its own), as
     ``bench.pipeline.feed`` does: the events due every 5 ms, stamped (CreateTime) when made and
-    sent as one record batch. One kafka-python ``send`` per event took most of a core at the
-    learner's half rate, CPU the learner under test then did not have."""
-    from bench.pipeline import feed as batched_feed
+    handed to librdkafka. One kafka-python ``send`` per event took most of a core at the learner's
+    half rate, CPU the learner under test then did not have."""
+    from bench.pipeline import feed as librdkafka_feed
 
     settings = KafkaSettings.from_env({"DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap})
-    batched_feed(settings, topic, ((None, lambda r=r: serde.dumps(r)) for r in records(n, seed=3)), rate)
+    librdkafka_feed(settings, topic, ((None, lambda r=r: serde.dumps(r)) for r in records(n, seed=3)), rate)
 
 
 def latency(spec, settings, rate: float, seconds: float) -> dict:
