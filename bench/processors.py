@@ -17,7 +17,9 @@ The ceiling is measured once a round, in turn with the worker's runs, as ``bench
 measured once before them it gave 12,350 events/s in one ``make bench`` and 18,181 in the next
 (2026-12-07) against worker medians of 6,219 and 6,240, so the ratio moved with the minute the
 ceiling was taken. ``worker_vs_ceiling`` is the median of each round's clean run over that
-round's ceiling; ``worker_vs_fastest_ceiling`` is the stricter reading.
+round's ceiling; ``worker_vs_fastest_ceiling`` is the stricter reading. The poison stream's
+ceiling is measured in each round too, in turn with the rest (its median is reported): the first
+in-process pass of a fresh process can be the slow one (12,598 events/s once, measured alone).
 
 Inline labels, so the join is the pass-through (an example per event). Goals: worker ≥ 0.5 of
 the ceiling; 1%-poison throughput ≥ 0.95 of clean.
@@ -117,19 +119,21 @@ def main(argv=None) -> dict:
     clean = list(mixed_stream(args.events, keys=500, seed=1))
     poison = list(mixed_stream(args.events, keys=500, seed=1, poison_every=100))
     result = {"events": args.events, "spec": "processors.testing.SPEC (9 stateful, 2 stateless features)"}
-    result["ceiling_poison_1pct_events_per_s"] = round(ceiling(spec, poison))
     streams = {"clean": clean, "poison": poison}
     with broker() as bootstrap, tempfile.TemporaryDirectory() as home:
         def run(kind: str) -> int:
             if kind == "ceiling":
                 rate = round(ceiling(spec, clean))
+            elif kind == "ceiling_poison":
+                rate = round(ceiling(spec, poison))
             else:
                 rate = round(through_kafka(bootstrap, text, streams[kind], Path(home)))
             print(f"{kind}: {rate:,} events/s", flush=True)
             return rate
 
-        runs = in_turn(args.rounds, ("ceiling", "clean", "poison"), run, swap=True)
+        runs = in_turn(args.rounds, ("ceiling", "clean", "poison", "ceiling_poison"), run, swap=True)
     result["ceiling_events_per_s"] = round(statistics.median(runs["ceiling"]))
+    result["ceiling_poison_1pct_events_per_s"] = round(statistics.median(runs["ceiling_poison"]))
     result["worker_events_per_s"] = round(statistics.median(runs["clean"]))
     result["worker_poison_1pct_events_per_s"] = round(statistics.median(runs["poison"]))
     result["runs"] = runs
