@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import random
 import sys
@@ -375,7 +376,12 @@ def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float,
                      for i, p in enumerate(procs)]
             meter = CpuMeter({**{n: p.proc.pid for n, p in zip(names, procs)}, "bench (feed, watch)": os.getpid()},
                              listening={"broker": port}).start()
-            sent_s = feed(settings, run.raw, events(warm, total), rate)
+            fed = events(warm, total)
+            # Made before the feed starts: keep the collector off them (and off everything older),
+            # or its passes over them stop the feed for up to 30 ms at a time and it sends a burst.
+            gc.collect()
+            gc.freeze()
+            sent_s = feed(settings, run.raw, fed, rate)
             cores = meter.stop()  # while the feed ran: the steady state, not the drain after it
             watch.wait(warm + total, procs, 120 + seconds, f"{variant} latency run")
             done = True
