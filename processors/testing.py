@@ -6,6 +6,12 @@ check the accounting record by record:
 >>> recs = list(mixed_stream(6, keys=2, poison_every=3, seed=1))
 >>> [r.expect for r in recs]
 ['clean', 'clean', 'dead', 'clean', 'clean', 'dead']
+
+Every kind of malformed record in :data:`POISON` comes in turn, whatever ``poison_every`` is:
+
+>>> dead = [r for r in mixed_stream(1000, poison_every=100) if r.expect == "dead"]
+>>> [POISON.index(r.value.replace(r.id.encode(), b"%s") if r.id else r.value) for r in dead]
+[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
 """
 
 from __future__ import annotations
@@ -101,10 +107,13 @@ def mixed_stream(n: int, keys: int = 50, poison_every: int = 0, seed: int = 0, d
     ``dedup_seconds``: a re-send from further back is a new event by design, not a duplicate)."""
     rng = random.Random(seed)
     sent: list[Record] = []
+    poisoned = 0
     for i in range(start, start + n):
         eid = f"e{i}"
         if poison_every and (i + 1) % poison_every == 0:
-            tpl = POISON[i % len(POISON)]
+            # The kinds in turn: picked by ``i``, every 10th, 50th or 100th record was the same kind.
+            tpl = POISON[poisoned % len(POISON)]
+            poisoned += 1
             value = tpl.replace(b"%s", eid.encode()) if b"%s" in tpl else tpl
             yield Record(eid if b"%s" in tpl else None, b"x", value, "dead")
             continue
