@@ -18,9 +18,10 @@ Each variant gets ``--throughput-runs`` runs (3), the variants in turn; the medi
 the ratios are those of the medians, and ``ratios_per_round`` gives each round's own.
 Latency is measured at a steady feed of half driftline's throughput: each event's time is the
 wall clock when it is made, and its latency runs to the broker's append of its prediction. The
-feed makes the events due every 5 ms and hands them to librdkafka, which sends them at once,
-as a producer with Kafka's default ``linger.ms=5`` does (:func:`feed`). Each variant gets
-``--latency-runs`` runs (3), the variants in turn, and the median of their figures is reported.
+feed makes the events due every 5 ms, as a producer with Kafka's default ``linger.ms=5`` would
+batch them, and hands them to librdkafka, which sends them at once (:func:`feed`). Each variant
+gets ``--latency-runs`` runs (3), the variants in turn, and the median of their figures is
+reported.
 While the feed runs, :class:`bench._common.CpuMeter` measures the cores each process uses (the
 variant's services, the broker, this process's feed and watcher) and how busy the machine is;
 ``cpu_us_per_event`` is the variant's own processes' CPU per event fed; ``broker JIT``, the part of
@@ -374,13 +375,14 @@ def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float,
             port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
             names = [p.name if [q.name for q in procs].count(p.name) == 1 else f"{p.name} {i}"
                      for i, p in enumerate(procs)]
-            meter = CpuMeter({**{n: p.proc.pid for n, p in zip(names, procs)}, "bench (feed, watch)": os.getpid()},
-                             listening={"broker": port}).start()
+            # Made before the feed starts and the meter runs (about 18 µs an event), and kept out of the
+            # collector (and everything older): its passes over them stopped the feed for up to 30 ms
+            # at a time, and it then sent a burst.
             fed = events(warm, total)
-            # Made before the feed starts: keep the collector off them (and off everything older),
-            # or its passes over them stop the feed for up to 30 ms at a time and it sends a burst.
             gc.collect()
             gc.freeze()
+            meter = CpuMeter({**{n: p.proc.pid for n, p in zip(names, procs)}, "bench (feed, watch)": os.getpid()},
+                             listening={"broker": port}).start()
             sent_s = feed(settings, run.raw, fed, rate)
             cores = meter.stop()  # while the feed ran: the steady state, not the drain after it
             watch.wait(warm + total, procs, 120 + seconds, f"{variant} latency run")

@@ -111,7 +111,8 @@ def mixed_stream(n: int, keys: int = 50, poison_every: int = 0, seed: int = 0, d
     for i in range(start, start + n):
         eid = f"e{i}"
         if poison_every and (i + 1) % poison_every == 0:
-            # The kinds in turn: picked by ``i``, every 10th, 50th or 100th record was the same kind.
+            # The kinds in turn. Picked by ``i`` (``POISON[i % 10]``), a ``poison_every`` of 10, 40, 50 or
+            # 100 gave one kind only.
             tpl = POISON[poisoned % len(POISON)]
             poisoned += 1
             value = tpl.replace(b"%s", eid.encode()) if b"%s" in tpl else tpl
