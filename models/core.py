@@ -137,13 +137,14 @@ class LearnerCore:
     # ---------------------------------------------------------------- decisions
 
     def _scores(self) -> dict[str, tuple[float | None, int]]:
-        return {n: (r.rolling[self.primary].get() if r.n_learned else None, r.n_learned)
+        primary = self.primary
+        return {n: (r.rolling_value(primary) if r.n_learned else None, r.n_learned)
                 for n, r in self.runners.items()}
 
     def _select(self) -> list[dict]:
         out = []
         if self.halving is not None and not self.halving.done:
-            cum = {n: self.runners[n].rolling[self.primary].get() for n in self.halving.alive if n in self.runners}
+            cum = {n: self.runners[n].rolling_value(self.primary) for n in self.halving.alive if n in self.runners}
             dropped = self.halving.prune(self.n_labeled, cum)
             for name in dropped:
                 self._remove(name)
