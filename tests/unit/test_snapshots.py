@@ -238,7 +238,7 @@ def test_a_checkpoint_pickles_each_model_once_and_restores_the_same_learner(tmp_
     c = Checkpointer(tmp_path, KEY, use_fork=False)
     metas = {name: {"model": name, "version": r.n_learned} for name, r in core.runners.items()}
     c.start(1, {"version": 1}, core, metas)
-    assert c.poll().version == 1
+    assert c.poll(block=True).version == 1
 
     whole = (tmp_path / CHECKPOINT / f"{1:012d}.snap").read_bytes()
     for name, r in core.runners.items():
@@ -257,3 +257,73 @@ def test_a_checkpoint_pickles_each_model_once_and_restores_the_same_learner(tmp_
         got, want = restored.on_event(e), core.on_event(e)
         assert [(p["model"], p["y_pred"], p["proba"]) for p in got[0]] == \
             [(p["model"], p["y_pred"], p["proba"]) for p in want[0]]
+
+
+def _small_core(n: int = 300):
+    import random
+
+    from contracts.spec import load_spec_text
+    from models import LearnerCore
+
+    spec = load_spec_text("name: ck\nschema: {fields: {a: float, y: bool}, label: y}\n"
+                          "models:\n  lr: {estimator: preprocessing.StandardScaler | linear_model.LogisticRegression}\n")
+    core, rng = LearnerCore(spec), random.Random(3)
+    for i in range(n):
+        a = rng.gauss(0, 1)
+        core.on_event({"id": f"e{i}", "ts": float(i), "x": {"a": a}, "y": a > 0})
+    return core
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the first checkpoint is forked")
+def test_a_small_learner_is_checkpointed_in_place_after_its_first_forked_checkpoint(tmp_path, monkeypatch):
+    """The first checkpoint forks (its size is not known yet); once one came to at most
+    ``IN_PLACE_MAX_BYTES``, the next is pickled at the cut in the learner's thread and written by a
+    thread, to the same files, which restore the same learner. Above the bound it forks again."""
+    import driftline.checkpoint as checkpoint
+    from driftline.checkpoint import CHECKPOINT, Checkpointer
+
+    core = _small_core()
+    c = Checkpointer(tmp_path, KEY, use_fork=True)
+    assert c.last_bytes is None
+    c.start(1, {"version": 1}, core, {"lr": {"model": "lr", "version": 300}})
+    assert c.pending.pid is not None and c.pending.writer is None
+    assert c.poll(block=True).version == 1
+    assert c.last_bytes == (tmp_path / CHECKPOINT / f"{1:012d}.snap").stat().st_size <= checkpoint.IN_PLACE_MAX_BYTES
+
+    seen = []
+    write = checkpoint.write_local
+    monkeypatch.setattr(checkpoint, "write_local", lambda *a, **kw: seen.append(threading.current_thread()) or write(*a, **kw))
+    for e in range(300, 400):
+        core.on_event({"id": f"e{e}", "ts": float(e), "x": {"a": 1.0}, "y": True})
+    c.start(2, {"version": 2}, core, {"lr": {"model": "lr", "version": 400}})
+    assert c.pending.pid is None and c.pending.writer is not None
+    assert c.poll(block=True).version == 2
+    assert len(seen) == 2 and threading.main_thread() not in seen  # the model's file and the core's
+    assert c.last_bytes == (tmp_path / CHECKPOINT / f"{2:012d}.snap").stat().st_size
+    restored = c.latest()[0].state["core"]
+    assert restored.runners["lr"].n_learned == 400
+    x = {"a": 0.3}
+    assert restored.runners["lr"].model.predict_proba_one(x) == core.runners["lr"].model.predict_proba_one(x)
+    assert load_snapshot((tmp_path / "models" / "lr" / f"{400:012d}.snap").read_bytes(), KEY).meta["version"] == 400
+
+    monkeypatch.setattr(checkpoint, "IN_PLACE_MAX_BYTES", c.last_bytes - 1)
+    c.start(3, {"version": 3}, core, {})
+    assert c.pending.pid is not None  # grown past the bound: forked
+    assert c.poll(block=True).version == 3
+
+
+def test_a_writer_thread_that_fails_fails_the_checkpoint_in_the_learners_thread(tmp_path, monkeypatch):
+    """A write that fails in the thread (a full disk, say) is raised by ``poll`` in the learner's
+    thread, as a failed writer child is, and the checkpoint is not counted as taken."""
+    import driftline.checkpoint as checkpoint
+    from driftline.checkpoint import Checkpointer
+
+    def full(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "write_local", full)
+    c = Checkpointer(tmp_path, KEY, use_fork=False)
+    c.start(1, {"version": 1}, _small_core(50), {})
+    with pytest.raises(RuntimeError, match="checkpoint 1 failed in its writer thread .*No space left"):
+        c.poll(block=True)
+    assert c.pending is None and c.last_bytes is None and c.latest()[0] is None
