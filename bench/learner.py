@@ -141,15 +141,32 @@ class _Timed(LearnerService):
             self.latencies.append(time.time() - created)
 
 
-def feed(bootstrap: str, topic: str, rate: float, n: int) -> None:
+def feed(bootstrap: str, topic: str, rate: float, n: int, warm: int = 0, ready=None, go=None) -> None:
     """Produce ``records(n, seed=3)`` at ``rate`` per second (run in a process of its own), as
     ``bench.pipeline.feed`` does: the events due every 5 ms, stamped (CreateTime) when made and
     handed to librdkafka. One kafka-python ``send`` per event took most of a core at the learner's
-    half rate, CPU the learner under test then did not have."""
+    half rate, CPU the learner under test then did not have. With ``warm``, that many records first,
+    at once and through the same producer (``bench.pipeline.feed_producer``); then ``ready`` is set
+    and the measured records wait for ``go``."""
     from bench.pipeline import feed as librdkafka_feed
+    from bench.pipeline import feed_producer
 
     settings = KafkaSettings.from_env({"DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap})
-    librdkafka_feed(settings, topic, ((None, lambda r=r: serde.dumps(r)) for r in records(n, seed=3)), rate)
+    producer = feed_producer(settings)
+    try:
+        if warm:
+            librdkafka_feed(settings, topic, ((None, lambda r=r: serde.dumps(r)) for r in records(warm, seed=4)),
+                            producer=producer)
+            ready.set()
+            if not go.wait(300):
+                return
+        librdkafka_feed(settings, topic, ((None, lambda r=r: serde.dumps(r)) for r in records(n, seed=3)), rate,
+                        producer=producer)
+    finally:
+        producer.close()
+
+
+WARM_UP_EVENTS = 200
 
 
 def latency(spec, settings, rate: float, seconds: float) -> dict:
@@ -164,9 +181,19 @@ def latency(spec, settings, rate: float, seconds: float) -> dict:
         th.start()
         # The feed runs in a process of its own, as a producer would: in the learner's process its
         # sends would take the learner's interpreter lock and count as learner latency.
-        feeder = multiprocessing.get_context("spawn").Process(
-            target=feed, args=(settings.bootstrap_servers, topics[Role.FEATURES].name, rate, n))
+        # A warm-up first, not measured (as bench/pipeline's), through the producer that then sends
+        # the measured records: see bench.pipeline.feed_producer.
+        spawn = multiprocessing.get_context("spawn")
+        ready, go = spawn.Event(), spawn.Event()
+        feeder = spawn.Process(target=feed, args=(settings.bootstrap_servers, topics[Role.FEATURES].name, rate, n,
+                                                  WARM_UP_EVENTS, ready, go))
         feeder.start()
+        ready.wait(120)
+        deadline = time.monotonic() + 60
+        while len(svc.latencies) < WARM_UP_EVENTS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        svc.latencies.clear()
+        go.set()
         feeder.join(seconds * 4 + 60)
         deadline = time.monotonic() + 60
         while len(svc.latencies) < n and time.monotonic() < deadline:

@@ -271,9 +271,11 @@ def throughput(variant: str, settings, bootstrap: str, n: int, keys: int, partit
             "seconds": round((watch.last - watch.first) / 1000.0, 2)}
 
 
-def feed(settings: KafkaSettings, topic: str, items, rate: float | None = None, tick_s: float = 0.005) -> float:
+def feed(settings: KafkaSettings, topic: str, items, rate: float | None = None, tick_s: float = 0.005,
+         producer=None) -> float:
     """Send ``items`` ((key, make_value) pairs; ``make_value()`` stamps the event when it is made),
-    ``rate`` per second (or at once); the seconds it took.
+    ``rate`` per second (or at once); the seconds it took. ``producer``: one that a warm-up has
+    already sent through (kept open), else a new one.
 
     Like a producer with Kafka's default ``linger.ms=5``: every ``tick_s`` the events due are made,
     stamped and handed to librdkafka, through the learner's producer
@@ -285,10 +287,9 @@ def feed(settings: KafkaSettings, topic: str, items, rate: float | None = None, 
     thread 0.07), where record batches built and sent with aiokafka took 0.26, one kafka-python
     ``send`` per event half a core, and one aiokafka ``send`` per event 0.36.
     """
-    from driftline._produce import OutputProducer
-
-    # The learner's producer: acks=all, murmur2 to Kafka's partitions, waits for room when full.
-    producer = OutputProducer(settings, max_message_bytes=1 << 20, linger_ms=0)
+    own = producer is None
+    if own:
+        producer = feed_producer(settings)
     it, sent, done = iter(items), 0, False
     t0 = time.time()
     while not done:
@@ -309,8 +310,23 @@ def feed(settings: KafkaSettings, topic: str, items, rate: float | None = None, 
     if producer.failures or left:
         raise RuntimeError(f"the feed lost {len(producer.failures) + left} of {sent} events "
                            f"({producer.failures[0].str() if producer.failures else 'unacknowledged after 120 s'})")
-    producer.close()
+    if own:
+        producer.close()
     return elapsed
+
+
+def feed_producer(settings: KafkaSettings):
+    """The feed's producer: the learner's (:class:`driftline._produce.OutputProducer`): acks=all,
+    murmur2 to Kafka's partitions, waits for room when full, ``linger.ms`` 0.
+
+    A latency run sends its warm-up through the producer that then sends the measured events. A
+    new producer's first records waited for it to connect to the partition's leader and get its
+    producer id: in some runs the broker held none of a new feed's records for its first half
+    second, and the learner's benchmark then measured 420-550 ms for the events of that second, the
+    p99 of a 15 s run (10-15 ms in the runs without it; 2026-12-07)."""
+    from driftline._produce import OutputProducer
+
+    return OutputProducer(settings, max_message_bytes=1 << 20, linger_ms=0)
 
 
 def hops(settings: KafkaSettings, features_topic: str, appended: dict[str, int]) -> dict:
@@ -356,7 +372,8 @@ def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float,
         return ((key, lambda at=at: at(time.time())) for key, at in made)
 
     warm = 200
-    feed(settings, run.raw, events(0, warm))  # until every service answers: start-up and joins are not measured
+    producer = feed_producer(settings)
+    feed(settings, run.raw, events(0, warm), producer=producer)  # until every service answers: start-up and joins are not measured
     watch = Watch(settings, run.predictions(variant), keep_ids=variant == "driftline")
     watch.start()
     split, done = None, False
@@ -377,13 +394,14 @@ def latency(variant: str, settings, bootstrap: str, rate: float, seconds: float,
             gc.freeze()
             meter = CpuMeter({**{n: p.proc.pid for n, p in zip(names, procs)}, "bench (feed, watch)": os.getpid()},
                              listening={"broker": port}).start()
-            sent_s = feed(settings, run.raw, fed, rate)
+            sent_s = feed(settings, run.raw, fed, rate, producer=producer)
             cores = meter.stop()  # while the feed ran: the steady state, not the drain after it
             watch.wait(warm + total, procs, 120 + seconds, f"{variant} latency run")
             done = True
         finally:
             stop_all(procs)
             watch.close()
+            producer.close()
             try:
                 if done and watch.appended:
                     split = hops(settings, run.topics[Role.FEATURES].name, watch.appended)
