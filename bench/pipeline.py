@@ -319,11 +319,15 @@ def feed_producer(settings: KafkaSettings):
     """The feed's producer: the learner's (:class:`driftline._produce.OutputProducer`): acks=all,
     murmur2 to Kafka's partitions, waits for room when full, ``linger.ms`` 0.
 
-    A latency run sends its warm-up through the producer that then sends the measured events. A
-    new producer's first records waited for it to connect to the partition's leader and get its
-    producer id: in some runs the broker held none of a new feed's records for its first half
-    second, and the learner's benchmark then measured 420-550 ms for the events of that second, the
-    p99 of a 15 s run (10-15 ms in the runs without it; 2026-12-07)."""
+    A latency run sends its warm-up through the producer that then sends the measured events. An
+    idempotent librdkafka producer sends nothing before it has its producer id, and it asks for one
+    from a timer that retries every 500 ms when no broker is up yet (librdkafka's ``eos`` debug:
+    "No brokers available for Idempotent producer", then "Acquiring ProducerId" half a second
+    later): six new producers each had their first record acknowledged 504-509 ms after they were
+    made. A run with a new producer for its measured events counted that half second in them: the
+    first second of events waited 150-550 ms, the p99 of a whole run (420-550 ms for the LR learner
+    at 6,000 events/s against 9-50 with the warm producer, six runs each; the pipeline at 2,700
+    events/s: max 938-964 ms against 199-377, three alternating pairs; 2026-12-07)."""
     from driftline._produce import OutputProducer
 
     return OutputProducer(settings, max_message_bytes=1 << 20, linger_ms=0)
