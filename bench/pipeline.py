@@ -327,7 +327,7 @@ def feed_producer(settings: KafkaSettings):
     made. A run with a new producer for its measured events counted that half second in them: the
     first second of events waited 150-550 ms, the p99 of a whole run (420-550 ms for the LR learner
     at 6,000 events/s against 9-50 with the warm producer, six runs each; the pipeline at 2,700
-    events/s: max 938-964 ms against 199-377, three alternating pairs; 2026-12-07)."""
+    events/s: max 937-964 ms against 199-377, three alternating pairs; 2026-12-07)."""
     from driftline._produce import OutputProducer
 
     return OutputProducer(settings, max_message_bytes=1 << 20, linger_ms=0)
