@@ -151,17 +151,18 @@ def feed(bootstrap: str, topic: str, rate: float, n: int, warm: int = 0, ready=N
     from bench.pipeline import feed as librdkafka_feed
     from bench.pipeline import feed_producer
 
+    def items(count: int, seed: int):
+        return ((None, lambda r=r: serde.dumps(r)) for r in records(count, seed=seed))
+
     settings = KafkaSettings.from_env({"DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap})
     producer = feed_producer(settings)
     try:
         if warm:
-            librdkafka_feed(settings, topic, ((None, lambda r=r: serde.dumps(r)) for r in records(warm, seed=4)),
-                            producer=producer)
+            librdkafka_feed(settings, topic, items(warm, 4), producer=producer)
             ready.set()
             if not go.wait(300):
                 return
-        librdkafka_feed(settings, topic, ((None, lambda r=r: serde.dumps(r)) for r in records(n, seed=3)), rate,
-                        producer=producer)
+        librdkafka_feed(settings, topic, items(n, 3), rate, producer=producer)
     finally:
         producer.close()
 
