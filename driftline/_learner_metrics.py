@@ -48,6 +48,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from driftline.checkpoint import model_path
 from processors._metrics import LATENCY_BUCKETS, EventHistogram, new_registry, serve as _serve
 
 __all__ = ["LearnerMetrics", "DEFAULT_PORT", "LOWER_IS_BETTER", "serve", "new_registry"]
@@ -226,9 +227,8 @@ class LearnerMetrics:
             known = self._published.get(name)
             if version is not None and (known is None or known[0] != version):
                 self._published[name] = (version, now)
-                path = checkpointer.directory / "models" / name / f"{version:012d}.snap"
                 try:
-                    self.snap_size.labels(name).set(path.stat().st_size)
+                    self.snap_size.labels(name).set(model_path(checkpointer.directory, name, version).stat().st_size)
                 except OSError:
                     pass
             since = self._published[name][1] if name in self._published else self.started

@@ -35,11 +35,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.snapshot import load_latest_local, pickle_sharing, seal, write_local
+from models.snapshot import load_latest_local, local_path, pickle_sharing, seal, write_local
 
 __all__ = ["Checkpointer", "PendingCheckpoint"]
 
 CHECKPOINT = "checkpoint"
+MODELS = "models"  # <dir>/models/<name>/<version>.snap: each model's own snapshot (step 4)
 # The writer child yields the cores to the live services: it runs at this niceness above the learner's,
 # and in the idle scheduling class where there is one.
 CHILD_NICE = 10
@@ -53,6 +54,11 @@ CHILD_IDLE_GRACE_S = 5.0
 #: 40,000 events (1.66 MB, about 64 MB/s), so in place costs less than the fork up to about
 #: 600 KB. A model seldom grows much between two checkpoints; a quarter of a MiB leaves the margin.
 IN_PLACE_MAX_BYTES = 256 * 1024
+
+
+def model_path(directory: str | Path, name: str, version: int) -> Path:
+    """Where a checkpointer of ``directory`` writes model ``name``'s snapshot ``version`` (step 4)."""
+    return local_path(Path(directory) / MODELS, name, version)
 
 
 def _yield_cores() -> None:
@@ -113,7 +119,7 @@ class Checkpointer:
         checkpoint: the core alone pickles in 37 ms."""
         payloads = {name: pickle.dumps({"model": r.model, "runner": r}, protocol=pickle.HIGHEST_PROTOCOL)
                     for name, r in core.runners.items()}
-        files = [(self.directory / "models", name, m["version"], seal(m, payloads[name], self.key))
+        files = [(self.directory / MODELS, name, m["version"], seal(m, payloads[name], self.key))
                  for name, m in model_metas.items()]
         shared = {id(r): (payloads[name], "runner") for name, r in core.runners.items()}
         files.append((self.directory, CHECKPOINT, version, seal(meta, pickle_sharing({"core": core}, shared), self.key)))
@@ -177,7 +183,7 @@ class Checkpointer:
                 how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
                 raise RuntimeError(f"checkpoint {p.version} failed in its writer process ({how})")
             try:
-                self.last_bytes = (self.directory / CHECKPOINT / f"{p.version:012d}.snap").stat().st_size
+                self.last_bytes = local_path(self.directory, CHECKPOINT, p.version).stat().st_size
             except OSError:  # a child that wrote nothing (a test's stand-in): fork again next time
                 self.last_bytes = None
         elif p.writer is not None:
@@ -207,7 +213,7 @@ class Checkpointer:
         p.raised = True
 
     def model_blob(self, name: str, version: int) -> bytes:
-        return (self.directory / "models" / name / f"{version:012d}.snap").read_bytes()
+        return model_path(self.directory, name, version).read_bytes()
 
     # ---------------------------------------------------------------- read
 

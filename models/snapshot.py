@@ -171,15 +171,25 @@ def _item_of(payload: bytes, item: str):
     return pickle.loads(payload)[item]  # noqa: S301 - inside a payload whose signature was verified
 
 
+def local_path(directory: str | Path, name: str, version: int) -> Path:
+    """Where :func:`write_local` puts ``name``'s snapshot ``version``.
+
+    >>> local_path("snaps", "lr", 42).as_posix()
+    'snaps/lr/000000000042.snap'
+    """
+    return Path(directory) / name / f"{version:012d}.snap"
+
+
 def write_local(directory: str | Path, name: str, version: int, blob: bytes, keep: int = 3) -> Path:
-    """Write ``<dir>/<name>/<version>.snap`` atomically: temp file, fsync, rename, fsync dir.
+    """Write ``<dir>/<name>/<version>.snap`` (:func:`local_path`) atomically: temp file, fsync,
+    rename, fsync dir.
 
     A crash at any point leaves either the old set of files or the new one, never a torn file
     under a final name. Only the newest ``keep`` versions are kept.
     """
-    d = Path(directory) / name
+    final = local_path(directory, name, version)
+    d = final.parent
     d.mkdir(parents=True, exist_ok=True)
-    final = d / f"{version:012d}.snap"
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".snap")
     try:
         with os.fdopen(fd, "wb") as f:
