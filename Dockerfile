@@ -6,14 +6,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     DRIFTLINE_HOME=/var/lib/driftline
 WORKDIR /app
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY contracts ./contracts
 COPY ingest ./ingest
 COPY processors ./processors
 COPY models ./models
 COPY driftline ./driftline
 COPY deploy ./deploy
-RUN pip install . \
+# gcc builds the compiled tree loops (models/_nb_fast.pyx) and leaves with the build.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && pip install . \
+ && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/driftline --create-home driftline \
  && chown -R driftline /var/lib/driftline
 

@@ -19,12 +19,13 @@ help:
 	@echo "make chaos  - the chaos suite at full size: broker loss, kill -9, Kafka outage, memory soak"
 	@echo "make clean  - remove the venv and local state"
 
-# Java 17+ and Maven run and fetch the local broker; Prometheus (with promtool) checks the alert
-# rules and the dashboards in the tests. Install them from Debian when missing.
+# Java 17+ and Maven run and fetch the local broker; gcc builds models/_nb_fast.pyx; Prometheus (with
+# promtool) checks the alert rules and the dashboards in the tests. Install them from Debian when missing.
 system-deps:
 	@need=""; \
 	if ! command -v java >/dev/null || ! java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; then need="$$need openjdk-17-jre-headless"; fi; \
 	command -v mvn >/dev/null || need="$$need maven"; \
+	command -v gcc >/dev/null || need="$$need gcc"; \
 	command -v promtool >/dev/null && command -v prometheus >/dev/null || need="$$need prometheus"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
@@ -32,7 +33,7 @@ system-deps:
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py models/_nb_fast.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

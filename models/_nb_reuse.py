@@ -28,6 +28,12 @@ with a ``GaussianSplitter``'s update (its per-class min, max and ``Gaussian``, w
 update is ``stats.Var`` over ``stats.Mean``) done in the loop, four calls per feature fewer, the
 same arithmetic in the same order. Other splitters are updated as river updates them.
 
+Both loops are also compiled (``models/_nb_fast.pyx``, built by ``setup.py`` at install): the same
+statements in C on plain floats, libm's ``pow`` and ``log`` as CPython calls them, so the same
+floats. The tree's ``on_event`` over ``examples/bench.yaml`` takes about a quarter less with them
+(``bench/NOTES.md``). Without a C compiler the pure-Python loops here run; ``PURE`` keeps them for
+the tests, which check both against river and against each other.
+
 It is installed only on the river release it was written against (:data:`RIVER_VERSION`);
 another release keeps river's own methods.
 """
@@ -221,6 +227,19 @@ def _update_splitters(self, x, y, w, nominal_attributes):
         mean.n += w
         mean._mean += (w / mean.n) * (att_val - mean._mean)
         var._S += w * (att_val - mean_old) * (att_val - mean._mean)
+
+
+# The compiled loops (models/_nb_fast.pyx, built by setup.py): the same statements in C where the
+# numbers are plain floats. Without the extension (no C compiler at install) the loops above run.
+PURE = {"naive_bayes": _naive_bayes, "update_splitters": _update_splitters}
+try:
+    from models import _nb_fast
+except ImportError:  # pragma: no cover - the extension is optional
+    _nb_fast = None
+COMPILED = _nb_fast is not None
+if COMPILED:
+    _naive_bayes = _nb_fast.naive_bayes
+    _update_splitters = _nb_fast.update_splitters
 
 
 def install() -> bool:

@@ -25,6 +25,17 @@ def _restore():
     _nb_reuse.uninstall()
 
 
+@pytest.fixture(params=["compiled", "pure"])
+def impl(request, monkeypatch):
+    """Run a test with the compiled loops (models/_nb_fast.pyx) and again with the pure-Python ones."""
+    if request.param == "pure":
+        monkeypatch.setattr(_nb_reuse, "_naive_bayes", _nb_reuse.PURE["naive_bayes"])
+        monkeypatch.setattr(_nb_reuse, "_update_splitters", _nb_reuse.PURE["update_splitters"])
+    else:
+        assert _nb_reuse.COMPILED, "models/_nb_fast is not built: `pip install -e .` builds it (needs a C compiler)"
+    return request.param
+
+
 def stream(n: int, seed: int = 7, classes: int = 2):
     rng = random.Random(seed)
     w = [rng.uniform(-1, 1) for _ in range(6)]
@@ -93,7 +104,7 @@ MODELS = {
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("order", ["prequential", "delayed"])
-def test_same_predictions_and_leaves_as_river(name, order):
+def test_same_predictions_and_leaves_as_river(name, order, impl):
     events = list(stream(3000, classes=3 if name == "hoeffding_multiclass" else 2))
     plain = run(MODELS[name], events, reuse=False, order=order)
     reused = run(MODELS[name], events, reuse=True, order=order)
@@ -155,7 +166,7 @@ def _leaf_cases():
         yield x, stats, splitters
 
 
-def test_the_inlined_vote_is_rivers_bit_for_bit():
+def test_the_inlined_vote_is_rivers_bit_for_bit(impl):
     from river.tree.utils import do_naive_bayes_prediction
 
     n = 0
@@ -166,7 +177,7 @@ def test_the_inlined_vote_is_rivers_bit_for_bit():
     assert _nb_reuse._naive_bayes({"a": 1.0}, {}, {}) == {} == do_naive_bayes_prediction({"a": 1.0}, {}, {})
 
 
-def test_the_inlined_splitter_update_is_rivers():
+def test_the_inlined_splitter_update_is_rivers(impl):
     """Weights, a feature missing from some events, None values, a nominal feature and a disabled
     attribute: the leaf's splitters end as river's own update leaves them."""
     from river.tree.splitter import GaussianSplitter
@@ -193,7 +204,7 @@ def test_the_inlined_splitter_update_is_rivers():
     assert grow(True)[1] == ["a", "b", "n", "z"]
 
 
-def test_a_changed_x_is_voted_again():
+def test_a_changed_x_is_voted_again(impl):
     """An x changed between predicting and learning (a custom model may do it) is not reused."""
     events = list(stream(1500))
 
@@ -304,3 +315,48 @@ def test_every_river_leaf_class_takes_the_plain_majority_vote():
 
     assert _nb_reuse._plain_majority(Own)
     assert not _nb_reuse._plain_majority(Mixed)
+
+
+def test_the_compiled_loops_are_the_pure_ones_bit_for_bit():
+    """Many votes and Welford updates through models/_nb_fast and through the pure-Python loops: the
+    same floats. The C vote squares with libm's ``pow``, as CPython does; if the compiler turned it
+    into ``d * d`` (setup.py's ``-fno-builtin-pow`` stops it), about one square in a thousand would
+    round differently and this would catch it over its ~200,000 densities. The odd inputs (an ``int``
+    feature, a numpy scalar, an ``int`` weight) take the Python-object path and must agree too."""
+    import numpy as np
+    from river.tree.splitter import GaussianSplitter
+
+    assert _nb_reuse.COMPILED, "models/_nb_fast is not built: `pip install -e .` builds it (needs a C compiler)"
+    vote_c, vote_py = _nb_fast_functions()["naive_bayes"], _nb_reuse.PURE["naive_bayes"]
+    rng = random.Random(3)
+    odd = [lambda v: v, lambda v: int(v * 3), lambda v: np.float64(v), lambda v: bool(v > 0)]
+    pairs = []
+    for case in range(60):
+        classes = [0, 1, 2][: 2 + case % 2]
+        leaves_ = [LeafNaiveBayesAdaptive({}, depth=0, splitter=GaussianSplitter()) for _ in range(2)]
+        for _ in range(rng.choice([3, 30, 300])):
+            x = {f"a{j}": rng.gauss(j, 1 + j) for j in range(8)}
+            if case % 4 == 3:
+                x["a1"] = odd[case // 4 % 4](x["a1"])
+            y, w = rng.choice(classes), rng.choice([1.0, 0.5, 2.0] + ([1] if case % 6 == 5 else []))
+            for leaf, update in zip(leaves_, (_nb_fast_functions()["update_splitters"],
+                                              _nb_reuse.PURE["update_splitters"])):
+                leaf.stats[y] = leaf.stats.get(y, 0.0) + w
+                update(leaf, x, y, w, None)
+        assert splitter_state(leaves_[0].splitters) == splitter_state(leaves_[1].splitters)
+        pairs.append(leaves_[0])
+    n = 0
+    for leaf in pairs:
+        for _ in range(400):
+            x = {f"a{j}": rng.gauss(j, 2 + j) for j in range(8)}
+            if rng.random() < 0.1:
+                x["a2"] = odd[rng.randrange(4)](x["a2"])
+            assert vote_c(x, leaf.stats, leaf.splitters) == vote_py(x, leaf.stats, leaf.splitters)
+            n += 1
+    assert n == 24_000
+
+
+def _nb_fast_functions():
+    from models import _nb_fast
+
+    return {"naive_bayes": _nb_fast.naive_bayes, "update_splitters": _nb_fast.update_splitters}
