@@ -148,6 +148,10 @@ class Cleaner:
         self.strict_fields = strict_fields
         self.features = spec.schema.feature_names
         self.allow_nan = spec.schema.nan == "allow"
+        # Per field: is it a float without bounds or categories? Such a field's float value passes
+        # as it is (what _coerce returns for it), without the checks that do not apply.
+        self._plain_float = {name: f.type == "float" and f.min is None and f.max is None and f.categories is None
+                             for name, f in spec.schema.fields.items()}
 
     def clean_bytes(self, raw: bytes) -> Clean | Rejection:
         """Decode one raw-topic value and clean it. Never raises."""
@@ -196,8 +200,12 @@ class Cleaner:
             for name in data:
                 if name not in fields:
                     raise _Invalid("unknown_field", f"field '{name}' is not in the schema")
+        plain_float, allow_nan, isfinite = self._plain_float, self.allow_nan, math.isfinite
         for name, f in fields.items():
             value = data.get(name)
+            if type(value) is float and plain_float[name] and (allow_nan or isfinite(value)):
+                out[name] = value
+                continue
             if value is None:
                 if name == self.schema.label and self.spec.labels.mode == "delayed":
                     continue

@@ -136,6 +136,10 @@ class Featurizer:
                 field = s.field or "_"
                 self.horizon[field] = max(self.horizon.get(field, 0.0), s.window)
         self.stateful_enabled = bool(self.stateful)
+        # What features() reads of each stateful feature per event, read once (the spec is frozen).
+        self._plan = [(s.out, s.agg, s.field, s.field or "_", s.window, s.kind == "sliding", s.default, s.alpha)
+                      for s in self.stateful]
+        self._after = [(s.agg == "ewm", s.field, s.out, s.alpha) for s in self.stateful if s.agg in ("last", "ewm")]
 
     # ---------------------------------------------------------------- one event
 
@@ -161,16 +165,39 @@ class Featurizer:
                     buf.append([ts, float(value)])
         st["n"] += 1
         w = ts if newest is None else max(newest, ts)
-        for s in self.stateful:
-            out[s.out] = self._one(s, st, x, ts, newest)
+        bufs, ewm = st["buf"], st["ewm"]
+        for name, agg, field, buffered, window, sliding, default, alpha in self._plan:
+            if agg in _WINDOWED:
+                buf = bufs.get(buffered, ())
+                if sliding:
+                    lo = ts - window
+                    values = [v for t, v in buf if lo < t <= ts]
+                else:
+                    start = math.floor(ts / window) * window
+                    values = [v for t, v in buf if start <= t < start + window]
+                out[name] = _aggregate(agg, values, default)
+            elif agg == "since_last":
+                out[name] = default if newest is None else ts - newest
+            elif agg == "last":
+                out[name] = st["last"].get(field, default)
+            else:  # ewm, including this event
+                v = x.get(field)
+                prev = ewm.get(name)
+                if v is None:
+                    out[name] = default if prev is None else prev
+                else:
+                    out[name] = float(v) if prev is None else alpha * float(v) + (1 - alpha) * prev
         # state updates that depend on this event, after every feature has read the past
-        for s in self.stateful:
-            if s.agg == "last" and x.get(s.field) is not None:
-                st["last"][s.field] = float(x[s.field])
-            elif s.agg == "ewm" and x.get(s.field) is not None:
-                prev = st["ewm"].get(s.out)
-                v = float(x[s.field])
-                st["ewm"][s.out] = v if prev is None else s.alpha * v + (1 - s.alpha) * prev
+        for is_ewm, field, name, alpha in self._after:
+            value = x.get(field)
+            if value is None:
+                continue
+            if is_ewm:
+                prev = ewm.get(name)
+                v = float(value)
+                ewm[name] = v if prev is None else alpha * v + (1 - alpha) * prev
+            else:
+                st["last"][field] = float(value)
         st["w"] = w
         for field, horizon in self.horizon.items():
             keep_from = w - horizon - self.lateness
@@ -178,27 +205,6 @@ class Featurizer:
             if buf:  # arrival order is not time order: look at every entry
                 st["buf"][field] = [e for e in buf if e[0] > keep_from]
         return out, st
-
-    def _one(self, s: StatefulFeature, st: dict, x: dict, ts: float, newest: float | None) -> float:
-        if s.agg in _WINDOWED:
-            buf = st["buf"].get(s.field or "_", [])
-            if s.kind == "sliding":
-                lo = ts - s.window
-                values = [v for t, v in buf if lo < t <= ts]
-            else:
-                start = math.floor(ts / s.window) * s.window
-                values = [v for t, v in buf if start <= t < start + s.window]
-            return _aggregate(s.agg, values, s.default)
-        if s.agg == "since_last":
-            return s.default if newest is None else ts - newest
-        if s.agg == "last":
-            return st["last"].get(s.field, s.default)
-        # ewm, including this event
-        v = x.get(s.field)
-        prev = st["ewm"].get(s.out)
-        if v is None:
-            return s.default if prev is None else prev
-        return float(v) if prev is None else s.alpha * float(v) + (1 - s.alpha) * prev
 
     # ---------------------------------------------------------------- state lifetime
 
