@@ -1,15 +1,20 @@
 # cython: language_level=3
-"""The two hot loops of :mod:`models._nb_reuse`, compiled: the same statements on the same objects.
+"""A Hoeffding-tree leaf's two hot loops, compiled: river's statements on river's objects.
 
-:mod:`models._nb_reuse` uses these when the extension is built (``pip install`` builds it with
-Cython; without a C compiler the pure-Python functions there run instead, with the same results).
+``naive_bayes`` is river's ``do_naive_bayes_prediction`` and ``update_splitters`` its
+``HTLeaf.update_splitters``, each in one loop where river calls down three or four levels per
+feature and class (``cond_log_proba`` → ``Gaussian.log_pdf``; ``GaussianSplitter.update`` →
+``Gaussian.update`` → ``Var.update`` → ``Mean.update``), for exactly those classes; any other
+splitter or distribution is asked as river asks it. :mod:`models._nb_reuse` installs them; without
+the extension (no C compiler at install) river's own functions run there, with the same results.
+
 Each loop takes its C path only where every number it reads is a plain ``float`` (and a Welford
 counter's ``ddof`` a plain ``int``), for which CPython's float arithmetic is these C operations on
 doubles, in the same order: ``**`` is libm's ``pow`` (setup.py builds with ``-fno-builtin-pow`` so
 the compiler does not turn ``pow(d, 2.0)`` into ``d * d``, which rounds differently now and then)
 and ``log`` is libm's ``log``, which ``math.log`` calls for a positive finite argument. Anything else
-(an ``int`` feature, a numpy scalar, a subclass of river's statistics) goes through Python objects as
-the pure-Python functions do. ``tests/unit/test_nb_reuse.py`` compares both with river, bit for bit.
+(an ``int`` feature, a numpy scalar, a subclass of river's statistics) goes through Python objects
+as river's code does. ``tests/unit/test_nb_reuse.py`` compares both loops with river's, bit for bit.
 """
 
 import math
@@ -30,7 +35,7 @@ cdef double NINF = -math.inf
 
 
 def naive_bayes(x, observed_class_distribution, splitters):
-    """``models._nb_reuse._naive_bayes``: river's ``do_naive_bayes_prediction``, bit for bit."""
+    """river's ``do_naive_bayes_prediction(x, observed_class_distribution, splitters)``, bit for bit."""
     cdef double vote, variance, n, log_p, value_d, mean_d, ddof_d
     cdef object g, var, mean, S, ddof, value, per_class, obs
     cdef bint fast
@@ -90,7 +95,7 @@ def naive_bayes(x, observed_class_distribution, splitters):
 
 
 def update_splitters(self, x, y, w, nominal_attributes):
-    """``models._nb_reuse._update_splitters``: ``HTLeaf.update_splitters``, the same end state."""
+    """river's ``HTLeaf.update_splitters``: the splitters end in the same state."""
     cdef double a, n, m_old, m_new, wd
     cdef object splitter, dist, var, mean, lows, highs
     items = x.items() if type(self)._iter_features is _ITER_FEATURES else self._iter_features(x)

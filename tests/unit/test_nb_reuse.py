@@ -25,12 +25,13 @@ def _restore():
     _nb_reuse.uninstall()
 
 
-@pytest.fixture(params=["compiled", "pure"])
+@pytest.fixture(params=["compiled", "river"])
 def impl(request, monkeypatch):
-    """Run a test with the compiled loops (models/_nb_fast.pyx) and again with the pure-Python ones."""
-    if request.param == "pure":
-        monkeypatch.setattr(_nb_reuse, "_naive_bayes", _nb_reuse.PURE["naive_bayes"])
-        monkeypatch.setattr(_nb_reuse, "_update_splitters", _nb_reuse.PURE["update_splitters"])
+    """Run a test with the compiled loops (models/_nb_fast.pyx) and again with river's own, which
+    the reuse runs where the extension was not built."""
+    if request.param == "river":
+        monkeypatch.setattr(_nb_reuse, "_naive_bayes", _nb_reuse.RIVER["naive_bayes"])
+        monkeypatch.setattr(_nb_reuse, "_update_splitters", _nb_reuse.RIVER["update_splitters"])
     else:
         assert _nb_reuse.COMPILED, "models/_nb_fast is not built: `pip install -e .` builds it (needs a C compiler)"
     return request.param
@@ -166,7 +167,8 @@ def _leaf_cases():
         yield x, stats, splitters
 
 
-def test_the_inlined_vote_is_rivers_bit_for_bit(impl):
+def test_the_inlined_vote_is_rivers_bit_for_bit():
+    assert _nb_reuse.COMPILED, "models/_nb_fast is not built: `pip install -e .` builds it (needs a C compiler)"
     from river.tree.utils import do_naive_bayes_prediction
 
     n = 0
@@ -177,7 +179,7 @@ def test_the_inlined_vote_is_rivers_bit_for_bit(impl):
     assert _nb_reuse._naive_bayes({"a": 1.0}, {}, {}) == {} == do_naive_bayes_prediction({"a": 1.0}, {}, {})
 
 
-def test_the_inlined_splitter_update_is_rivers(impl):
+def test_the_inlined_splitter_update_is_rivers():
     """Weights, a feature missing from some events, None values, a nominal feature and a disabled
     attribute: the leaf's splitters end as river's own update leaves them."""
     from river.tree.splitter import GaussianSplitter
@@ -248,8 +250,9 @@ models: {tree: {estimator: tree.HoeffdingTreeClassifier, params: {grace_period: 
 
 def test_only_on_the_river_release_it_copies(monkeypatch):
     """The reuse repeats river's ``LeafNaiveBayesAdaptive`` methods; another release keeps its own.
-    If river is upgraded, compare its methods with models/_nb_reuse.py and move RIVER_VERSION."""
-    assert river.__version__ == _nb_reuse.RIVER_VERSION, "river moved: re-check models/_nb_reuse.py"
+    If river is upgraded, compare its methods with models/_nb_reuse.py and models/_nb_fast.pyx, and
+    move RIVER_VERSION."""
+    assert river.__version__ == _nb_reuse.RIVER_VERSION, "river moved: re-check models/_nb_reuse.py and _nb_fast.pyx"
     source = inspect.getsource(_nb_reuse._ORIGINAL["learn_one"])
     assert "do_naive_bayes_prediction(x, self.stats, self.splitters)" in source
     # The statements the inlined vote and splitter update repeat, as river 0.26.1 has them.
@@ -272,7 +275,7 @@ def test_only_on_the_river_release_it_copies(monkeypatch):
     for fn, lines in repeated.items():
         code = inspect.getsource(fn)
         for line in lines:
-            assert line in code, f"{fn.__qualname__} changed: re-check models/_nb_reuse.py"
+            assert line in code, f"{fn.__qualname__} changed: re-check models/_nb_fast.pyx"
     monkeypatch.setattr(river, "__version__", "99.0")
     assert not _nb_reuse.install()
     assert not _nb_reuse.installed()
@@ -317,8 +320,8 @@ def test_every_river_leaf_class_takes_the_plain_majority_vote():
     assert not _nb_reuse._plain_majority(Mixed)
 
 
-def test_the_compiled_loops_are_the_pure_ones_bit_for_bit():
-    """Many votes and Welford updates through models/_nb_fast and through the pure-Python loops: the
+def test_the_compiled_loops_are_rivers_bit_for_bit_over_many_votes():
+    """Many votes and Welford updates through models/_nb_fast and through river's own functions: the
     same floats. The C vote squares with libm's ``pow``, as CPython does; if the compiler turned it
     into ``d * d`` (setup.py's ``-fno-builtin-pow`` stops it), about one square in a thousand would
     round differently and this would catch it over its ~200,000 densities. The odd inputs (an ``int``
@@ -327,7 +330,7 @@ def test_the_compiled_loops_are_the_pure_ones_bit_for_bit():
     from river.tree.splitter import GaussianSplitter
 
     assert _nb_reuse.COMPILED, "models/_nb_fast is not built: `pip install -e .` builds it (needs a C compiler)"
-    vote_c, vote_py = _nb_fast_functions()["naive_bayes"], _nb_reuse.PURE["naive_bayes"]
+    vote_c, vote_py = _nb_fast_functions()["naive_bayes"], _nb_reuse.RIVER["naive_bayes"]
     rng = random.Random(3)
     odd = [lambda v: v, lambda v: int(v * 3), lambda v: np.float64(v), lambda v: bool(v > 0)]
     pairs = []
@@ -340,7 +343,7 @@ def test_the_compiled_loops_are_the_pure_ones_bit_for_bit():
                 x["a1"] = odd[case // 4 % 4](x["a1"])
             y, w = rng.choice(classes), rng.choice([1.0, 0.5, 2.0] + ([1] if case % 6 == 5 else []))
             for leaf, update in zip(leaves_, (_nb_fast_functions()["update_splitters"],
-                                              _nb_reuse.PURE["update_splitters"])):
+                                              _nb_reuse.RIVER["update_splitters"])):
                 leaf.stats[y] = leaf.stats.get(y, 0.0) + w
                 update(leaf, x, y, w, None)
         assert splitter_state(leaves_[0].splitters) == splitter_state(leaves_[1].splitters)
