@@ -13,7 +13,8 @@ COPY processors ./processors
 COPY models ./models
 COPY driftline ./driftline
 COPY deploy ./deploy
-# gcc builds the compiled tree loops (models/_nb_fast.pyx) and leaves with the build.
+# gcc builds the compiled loops (models/*.pyx: the tree's vote and splitter update, the scaler) and
+# leaves with the build.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
  && pip install . \
  && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/* \

@@ -19,7 +19,7 @@ help:
 	@echo "make chaos  - the chaos suite at full size: broker loss, kill -9, Kafka outage, memory soak"
 	@echo "make clean  - remove the venv and local state"
 
-# Java 17+ and Maven run and fetch the local broker; gcc builds models/_nb_fast.pyx; Prometheus (with
+# Java 17+ and Maven run and fetch the local broker; gcc builds models/*.pyx; Prometheus (with
 # promtool) checks the alert rules and the dashboards in the tests. Install them from Debian when missing.
 system-deps:
 	@need=""; \
@@ -33,7 +33,7 @@ system-deps:
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
 	fi
 
-$(STAMP): pyproject.toml setup.py models/_nb_fast.pyx
+$(STAMP): pyproject.toml setup.py $(wildcard models/*.pyx)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 
 from contracts.spec import Spec
-from models import _nb_reuse
+from models import _nb_reuse, _scaler
 from models.drift import ErrorDrift, error_of
 from models.estimators import build_estimator
 from models.prequential import ModelRunner, Prediction
@@ -40,6 +40,7 @@ def _proba_pairs(proba):
 class LearnerCore:
     def __init__(self, spec: Spec, only: list[str] | None = None):
         _nb_reuse.install()  # exact; a learner's trees compute each naive Bayes vote once (models/_nb_reuse.py)
+        _scaler.install()  # exact; river's StandardScaler, compiled (models/_scaler.py)
         self.spec = spec
         self.model_specs = dict(spec.models)
         self.halving = None
@@ -69,6 +70,7 @@ class LearnerCore:
 
     def __setstate__(self, state: dict) -> None:  # restored from a checkpoint
         _nb_reuse.install()
+        _scaler.install()
         self.__dict__.update(state)
 
     # ---------------------------------------------------------------- models
