@@ -56,6 +56,7 @@ from contracts import serde
 from contracts.settings import KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import Role
+from driftline._fastapi import telemetry_off
 from ingest import _metrics
 from ingest._validate import Validator
 from ingest.producer import EventProducer, envelope, event_time
@@ -160,9 +161,7 @@ class _BadLine:
 def create_app(spec: Spec, sink: Sink, max_body_bytes: int = 10 * 1024 * 1024):
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    # Its telemetry is Prometheus (/metrics); FastAPI's OpenTelemetry hooks would look up three
-    # unconfigured providers on every request.
-    app = FastAPI(title="driftline gateway", telemetry={"tracing": False, "metrics": False, "logs": False})
+    app = FastAPI(title="driftline gateway", telemetry=telemetry_off())
     validate = Validator(spec)
 
     def answer(status: int, body: dict, headers: dict | None = None):

@@ -29,6 +29,7 @@ from deploy.serving._edge import Edge
 from deploy.serving.config import ServingConfig
 from deploy.serving.inference import RecordReader, predict_one, rejection_detail
 from deploy.serving.store import ModelStore, NoModelYet, ServedModel, UnknownModel, UnknownVersion
+from driftline._fastapi import telemetry_off
 
 __all__ = ["create_app"]
 
@@ -169,9 +170,7 @@ def create_app(spec: Spec, store: ModelStore, config: ServingConfig, follower=No
     app = FastAPI(title=f"driftline serving: {spec.name}", version="1",
                   description="Answers for the current model of the pipeline, hot-swapped from signed snapshots "
                               "on the models topic. No route accepts model bytes.", lifespan=lifespan,
-                  # The service's telemetry is Prometheus (/metrics); FastAPI's OpenTelemetry hooks
-                  # would look up three unconfigured providers on every request.
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+                  telemetry=telemetry_off())
 
     def info(name: str, detail: bool = False) -> dict:
         latest = store.latest(name)
