@@ -9,11 +9,12 @@ order; ``v ** 0.5`` is libm's ``pow(v, 0.5)``, as CPython calls it (setup.py bui
 feature, a numpy scalar, a negative variance, whose square root Python makes complex) runs river's
 own statement on Python objects. A NaN is a NaN, but not always with river's sign bit: which of
 two NaN operands an x86 add passes on depends on the order the compiler gave them, and CPython
-itself differs there (3.11's specialized float add against ``float.__add__``). The dictionaries are read and written in river's order, so a
-missing feature is added to them exactly when river adds it. A scaler with a window, without
-``with_std``, or whose dictionaries are not the types river makes runs river's own method
-(``RIVER``). :mod:`models._scaler` installs the two; ``tests/unit/test_scaler.py`` compares them
-with river's, bit for bit.
+itself differs there (3.11's specialized float add against ``float.__add__``).
+
+The dictionaries are read and written in river's order, so a missing feature is added to them
+exactly when river adds it. A scaler with a window, without ``with_std``, or whose dictionaries
+are not the types river makes runs river's own method (``RIVER``). :mod:`models._scaler`
+installs the two; ``tests/unit/test_scaler.py`` compares them with river's, bit for bit.
 """
 
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
@@ -30,7 +31,8 @@ cdef double ZERO = 0.0
 cdef long long BIG = 1 << 52  # counts below this are exact as doubles
 
 
-RIVER = {"learn_one": StandardScaler.__dict__["learn_one"], "transform_one": StandardScaler.__dict__["transform_one"]}
+RIVER = {"learn_one": StandardScaler.__dict__["learn_one"],
+         "transform_one": StandardScaler.__dict__["transform_one"]}
 _RIVER_LEARN, _RIVER_TRANSFORM = RIVER["learn_one"], RIVER["transform_one"]
 
 
