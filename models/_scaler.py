@@ -19,13 +19,11 @@ from river.preprocessing import StandardScaler
 __all__ = ["install", "uninstall", "installed", "COMPILED"]
 
 RIVER_VERSION = "0.26.1"
-_ORIGINAL = {"learn_one": StandardScaler.__dict__["learn_one"],
-             "transform_one": StandardScaler.__dict__["transform_one"]}
 try:
-    from models._scale_fast import learn_one as _learn_one, transform_one as _transform_one
+    from models import _scale_fast
 except ImportError:  # pragma: no cover - the extension is optional
-    _learn_one = _transform_one = None
-COMPILED = _learn_one is not None
+    _scale_fast = None
+COMPILED = _scale_fast is not None
 
 
 def install() -> bool:
@@ -33,16 +31,18 @@ def install() -> bool:
     or on another river release."""
     if not COMPILED or river.__version__ != RIVER_VERSION:
         return False
-    StandardScaler.learn_one = _learn_one
-    StandardScaler.transform_one = _transform_one
+    StandardScaler.learn_one = _scale_fast.learn_one
+    StandardScaler.transform_one = _scale_fast.transform_one
     return True
 
 
 def uninstall() -> None:
-    """river's own methods again (the tests compare the two)."""
-    StandardScaler.learn_one = _ORIGINAL["learn_one"]
-    StandardScaler.transform_one = _ORIGINAL["transform_one"]
+    """river's own methods again (the tests compare the two); the extension kept them, for the
+    scalers it leaves to river. Without it, they were never replaced."""
+    if COMPILED:
+        StandardScaler.learn_one = _scale_fast.RIVER["learn_one"]
+        StandardScaler.transform_one = _scale_fast.RIVER["transform_one"]
 
 
 def installed() -> bool:
-    return StandardScaler.learn_one is _learn_one and COMPILED
+    return COMPILED and StandardScaler.learn_one is _scale_fast.learn_one
