@@ -37,7 +37,7 @@ from kafka.errors import KafkaError
 from contracts.settings import KafkaSettings
 from driftline.kafkautil import read_range
 
-__all__ = ["Continuity"]
+__all__ = ["Continuity", "forget_acks"]
 
 log = logging.getLogger("driftline.processors")
 
@@ -158,7 +158,8 @@ class Continuity:
         """Commit the position after the last record whose outputs and table writes are done.
 
         Through faust's consumer (``_commit_offsets``: it flushes the producer, changelogs included,
-        commits, and records the offsets for the tables), so faust never commits below it again.
+        commits, and records the offsets for the tables), so faust never commits below it again;
+        then faust's record of the acks below it is let go (:func:`forget_acks`).
         """
         from faust.types import TP
 
@@ -171,9 +172,41 @@ class Continuity:
                 offsets[tp] = done
         if offsets:
             await consumer._commit_offsets(offsets)
+            forget_acks(consumer, offsets)
         return offsets
 
     def close(self) -> None:
         for client in (self._consumer, self._admin):
             if client is not None:
                 client.close()
+
+
+def forget_acks(consumer, tps: Iterable[Any]) -> None:
+    """Drop what faust's ``consumer`` remembers of the acks below each partition's committed offset.
+
+    faust keeps every offset a stream acks, in a list and a set per partition (``_acked``,
+    ``_acked_index``), with the gaps it stepped over (``_gap``), and lets them go only in its own
+    commit (``Consumer._new_offset``). The agents commit through :meth:`Continuity.commit`, so they
+    were kept for good: an int per input record. Over the memory soak's 2,000,000 events the
+    worker's allocated Python blocks grew from 0.8 to 2.7 million, and its peak RSS by 7-18% over
+    the second half. An offset below the committed one is refused by ``Consumer.ack`` from then
+    on, and faust's commit at a rebalance starts from the committed offset either way.
+    """
+    from faust.types.tuples import ack_lock
+
+    with ack_lock:  # as Consumer.ack, which updates the same three
+        for tp in tps:
+            committed = consumer._committed_offset.get(tp)
+            if committed is None:
+                continue
+            acked = consumer._acked.get(tp)
+            if acked:
+                kept = [o for o in acked if o >= committed]
+                if len(kept) < len(acked):
+                    acked[:] = kept
+                    index = consumer._acked_index[tp]
+                    index.clear()
+                    index.update(kept)
+            gaps = consumer._gap.get(tp)
+            if gaps:
+                gaps.chop(0, committed)
