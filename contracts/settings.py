@@ -39,7 +39,7 @@ ENV_PREFIX = "DRIFTLINE_"
 # kafka-python 500 ms): the processors' worker saw a fetch held for the whole wait while records
 # were arriving, which stalled it at half load (README, Benchmarks). The learner's fetches wait this
 # long, and the worker's fetch loop waits this long for one ``getmany``; the worker's fetches
-# themselves wait for 64 KiB or 20 ms (``processors.app.WORKER_FETCH_MIN_BYTES``, ``_MAX_WAIT_MS``).
+# themselves wait for 64 KiB or 10 ms (``processors.app.WORKER_FETCH_MIN_BYTES``, ``_MAX_WAIT_MS``).
 FETCH_MAX_WAIT_MS = 50
 
 

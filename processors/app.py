@@ -74,7 +74,7 @@ BATCH = 1000
 GETMANY_TIMEOUT_S = FETCH_MAX_WAIT_MS / 1000
 # How long the broker may hold a fetch of the worker's for records, and how many bytes of them let
 # it answer sooner (:func:`_prompt_fetches`).
-WORKER_FETCH_MAX_WAIT_MS = 20
+WORKER_FETCH_MAX_WAIT_MS = 10
 WORKER_FETCH_MIN_BYTES = 64 * 1024
 STORES = {"rocksdb": "rocksdb://", "memory": "memory://"}
 DLQ_MAX_BYTES = 16 * 1024 * 1024
@@ -247,10 +247,14 @@ def _prompt_fetches(max_wait_ms: int = WORKER_FETCH_MAX_WAIT_MS, min_bytes: int 
     Held until 64 KiB or 20 ms, a fetch carries a few times more: at 2,100 events/s
     (``bench/pipeline``'s half load, runs alternating, 2026-12-07) the worker took 0.45-0.59 of a
     core and the broker 0.17-0.22 against 0.68-0.72 and 0.26-0.29, and the p99 end to end was
-    76-171 ms against 157-309: the up to 20 ms a record may now wait for its fetch is less than
-    the queueing it saves on two shared cores. Over a backlog a fetch has its 64 KiB at once. (The
-    learner's fetches held the same way saved none of its CPU, which is in its models, so they are
-    left prompt.) An idle worker sends a fetch every ``max_wait_ms``, which costs nothing measurable.
+    76-171 ms against 157-309: the wait for a fetch cost less than the queueing it saved on two
+    shared cores. Held 10 ms instead of 20, a record waits half as long for its fetch, for a little
+    more CPU: at 2,300 events/s, six alternating pairs, p50 18-28 ms against 28-52 and p99 50-107
+    against 57-127 (lower in five pairs), the worker 0.50-0.62 of a core against 0.38-0.59. Held
+    5 ms, the worker took 0.68-0.69 and the p99 was no better (70-128 against 59-101 at 10 ms,
+    three pairs). Over a backlog a fetch has its 64 KiB at once. (The learner's fetches held the
+    same way saved none of its CPU, which is in its models, so they are left prompt.) An idle
+    worker sends a fetch every ``max_wait_ms``, which costs nothing measurable.
     """
     from faust.transport.drivers import aiokafka as driver
 
