@@ -189,8 +189,9 @@ def forget_acks(consumer, tps: Iterable[Any]) -> None:
     commit (``Consumer._new_offset``). The agents commit through :meth:`Continuity.commit`, so they
     were kept for good: an int per input record. Over the memory soak's 2,000,000 events the
     worker's allocated Python blocks grew from 0.8 to 2.7 million, and its peak RSS by 7-18% over
-    the second half. An offset below the committed one is refused by ``Consumer.ack`` from then
-    on, and faust's commit at a rebalance starts from the committed offset either way.
+    the second half. ``Consumer.ack`` refuses an offset below the committed one from then on, and
+    faust's own commit (at a rebalance) finds its next offset in what is left
+    (``tests/unit/test_continuity_acks.py``).
     """
     from faust.types.tuples import ack_lock
 
