@@ -82,6 +82,7 @@ def _signals(stop: threading.Event) -> None:
 
 def run_ingest(spec: Spec, args) -> int:
     from driftline import kafkautil
+    from driftline._gc import collector_paused
     from ingest import _metrics
     from ingest._progress import Progress
     from ingest.feed import Feed
@@ -108,7 +109,8 @@ def run_ingest(spec: Spec, args) -> int:
     except ValueError as exc:
         producer.close()
         raise SystemExit(f"driftline: {exc}") from None
-    summary = feed.run()
+    with collector_paused():  # the records in flight are not walked again and again (driftline/_gc.py)
+        summary = feed.run()
     producer.close()
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.as_dict(), indent=2, default=str))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import ctypes
 import gc
 import sys
+import threading
+import time
+import weakref
 from pathlib import Path
 
 import pytest
 
-from driftline._gc import YOUNG, tune_for_streaming
+from driftline._gc import YOUNG, collector_paused, tune_for_streaming
 
 
 def test_tuning_freezes_what_exists_and_widens_only_the_young_generation():
@@ -25,6 +28,49 @@ def test_tuning_freezes_what_exists_and_widens_only_the_young_generation():
         gc.unfreeze()
         gc.set_threshold(*before)
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+
+
+class _Node:
+    def __init__(self):
+        self.me = self  # a cycle: only the cyclic collector frees it
+
+
+def test_a_paused_collector_does_not_collect_on_allocations():
+    assert gc.isenabled()
+    with collector_paused(every_s=3600):
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() > 0
+        assert any(t.name == "driftline-gc" for t in threading.enumerate())
+        node = _Node()
+        gone = weakref.ref(node)
+        del node
+        churn = [[] for _ in range(100_000)]  # enough allocations for many automatic passes
+        del churn
+        assert gone() is not None  # no pass ran: the cycle is still there
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert not any(t.name == "driftline-gc" for t in threading.enumerate())
+
+
+def test_a_paused_collector_collects_on_its_clock():
+    with collector_paused(every_s=0.05):
+        node = _Node()
+        gone = weakref.ref(node)
+        del node
+        deadline = time.monotonic() + 10
+        while gone() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gone() is None  # a pass on the clock freed it
+    assert gc.isenabled()
+
+
+def test_a_paused_collector_leaves_a_disabled_collector_disabled():
+    gc.disable()
+    try:
+        with collector_paused(every_s=60):
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 _PROBE = """
