@@ -53,8 +53,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["tune_for_streaming", "collector_paused", "pin_mmap_threshold", "YOUNG", "COLLECT_EVERY_S", "MMAP_THRESHOLD", "STREAM_MMAP_THRESHOLD",
-           "STREAM_TRIM_THRESHOLD"]
+__all__ = ["tune_for_streaming", "collector_paused", "pin_mmap_threshold", "YOUNG", "COLLECT_EVERY_S",
+           "MMAP_THRESHOLD", "STREAM_MMAP_THRESHOLD", "STREAM_TRIM_THRESHOLD"]
 
 YOUNG = 20_000
 MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value (serving: snapshots of megabytes)
