@@ -32,6 +32,7 @@ from contracts.settings import DEFAULT_BOOTSTRAP, KafkaSettings
 from contracts.spec import Spec
 from contracts.topics import Role, owned_topic_names, pipeline_topics
 from driftline import kafkautil, localkafka
+from driftline._gc import collector_paused
 from driftline.learner import LearnerService
 from ingest import EventProducer
 
@@ -167,7 +168,8 @@ def _ingest(spec: Spec, settings: KafkaSettings, namespace: str, rate=None, loop
 
 def _finite(spec, settings, namespace, topics, worker, timeout_s) -> dict:
     t0 = time.monotonic()
-    ingested = _ingest(spec, settings, namespace)
+    with collector_paused():  # nothing else runs in this process yet; as `driftline ingest` (driftline/_gc.py)
+        ingested = _ingest(spec, settings, namespace)
     _say(f"ingested {ingested} events in {time.monotonic() - t0:.1f}s; waiting for the processors")
     deadline = time.monotonic() + timeout_s
     while True:
