@@ -42,6 +42,12 @@ above, 33,077-40,129 events/s, still 1.6-1.7 s in the collector. Paused, in thre
 34,113-50,989 against 26,233-26,693 events/s; on 1,000,000 lines, in two, 51,480-52,446 against
 28,224-29,475, with the same peak RSS (190 MB). A pass on the clock found nothing to free in these
 runs and took 76-164 ms, once every :data:`COLLECT_EVERY_S`.
+
+``driftline gateway``, a long-running service whose records in flight are the same kafka-python
+objects, takes :func:`tune_for_streaming`. Under four clients posting 500 records at a time for 15 s
+(three alternating pairs), the collector took 0.12-0.15 s of each run instead of 3.4-3.6 s, the
+gateway accepted 23,816-34,731 records/s against 17,398-26,924, and the p99 of a request was
+145-186 ms against 194-306.
 """
 
 from __future__ import annotations
