@@ -118,10 +118,13 @@ def cmd_run(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from driftline._gc import collector_paused
     from processors.export import export_stage, parse_time
 
-    n = export_stage(_spec(args.spec), args.stage, args.to, KafkaSettings.from_env(), args.namespace,
-                     since=parse_time(args.since), until=parse_time(args.until), batch_rows=args.batch_rows)
+    spec = _spec(args.spec)
+    with collector_paused():  # a batch job: the rows held are not walked again and again (driftline/_gc.py)
+        n = export_stage(spec, args.stage, args.to, KafkaSettings.from_env(), args.namespace,
+                         since=parse_time(args.since), until=parse_time(args.until), batch_rows=args.batch_rows)
     print(f"exported {n} {args.stage} records to {args.to}")
     return 0
 
