@@ -1,5 +1,5 @@
-"""Garbage-collector and allocator settings for the long-running services (worker, learner; serving
-pins the mmap threshold only).
+"""Garbage-collector and allocator settings for the long-running services (worker, learner, ingest
+gateway; serving pins the mmap threshold only), and for the batch commands (``ingest``, ``export``).
 
 Three things, measured on the reference pipeline (``bench/``) and the chaos suite's memory soak:
 
@@ -42,6 +42,7 @@ above, 33,077-40,129 events/s, still 1.6-1.7 s in the collector. Paused, in thre
 34,113-50,989 against 26,233-26,693 events/s; on 1,000,000 lines, in two, 51,480-52,446 against
 28,224-29,475, with the same peak RSS (190 MB). A pass on the clock found nothing to free in these
 runs and took 76-164 ms, once every :data:`COLLECT_EVERY_S`.
+
 ``driftline export``, a batch job as well, pauses it the same way: 300,000 features records to
 Parquet, three alternating pairs, 8.5-10.2 s against 10.8-13.6 s, the same file and peak RSS (the
 collector had taken 2.8-3.1 s of each run, 16 full passes of up to 213 ms).
