@@ -105,8 +105,12 @@ def tune_for_streaming() -> None:
 @contextmanager
 def collector_paused(every_s: float = COLLECT_EVERY_S) -> Iterator[None]:
     """Within the block: what exists now frozen, the automatic cyclic collector off, and a full pass
-    every ``every_s`` seconds from a thread of its own instead. Everything is as it was after it."""
+    every ``every_s`` seconds from a thread of its own instead. After it the collector is on or off as
+    it was, and the permanent generation is emptied again if it was empty before; an earlier freeze
+    (``tune_for_streaming``) is kept, with what the block froze beside it: CPython cannot unfreeze
+    part of it."""
     was_enabled = gc.isenabled()
+    was_frozen = gc.get_freeze_count() > 0
     gc.collect()
     gc.freeze()
     gc.disable()
@@ -123,6 +127,7 @@ def collector_paused(every_s: float = COLLECT_EVERY_S) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-        gc.unfreeze()
+        if not was_frozen:
+            gc.unfreeze()
         if was_enabled:
             gc.enable()

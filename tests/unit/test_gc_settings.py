@@ -63,6 +63,19 @@ def test_a_paused_collector_collects_on_its_clock():
     assert gc.isenabled()
 
 
+def test_a_paused_collector_keeps_an_earlier_freeze():
+    kept = [[]]
+    gc.collect()
+    gc.freeze()
+    try:
+        with collector_paused(every_s=3600):
+            pass
+        assert gc.get_freeze_count() > 0
+        assert all(o is not kept for g in range(3) for o in gc.get_objects(generation=g))  # still frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_a_paused_collector_leaves_a_disabled_collector_disabled():
     gc.disable()
     try:
