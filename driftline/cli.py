@@ -9,6 +9,7 @@ from pathlib import Path
 
 from contracts.settings import KafkaSettings
 from contracts.spec import SPEC_HELP, Spec, SpecError, load_spec
+from driftline._parent import exit_with_parent
 
 EPILOG = """\
 Every command reads the cluster from DRIFTLINE_BOOTSTRAP_SERVERS (default 127.0.0.1:9092);
@@ -407,6 +408,7 @@ def _stacks_on_sigusr1() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _stacks_on_sigusr1()
+    exit_with_parent()  # a service started by `driftline run` ends with it (driftline/_parent.py)
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ from contracts.spec import Spec
 from contracts.topics import Role, owned_topic_names, pipeline_topics
 from driftline import kafkautil, localkafka
 from driftline._gc import collector_paused
+from driftline._parent import child_env
 from driftline.learner import LearnerService
 from ingest import EventProducer
 
@@ -60,7 +61,7 @@ def ensure_kafka(settings: KafkaSettings) -> tuple[KafkaSettings, Path | None]:
 
 
 def start_processor(spec_path: str, settings: KafkaSettings, namespace: str | None) -> subprocess.Popen:
-    env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers)
+    env = child_env(dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers))  # ends with us
     if namespace:
         env["DRIFTLINE_NAMESPACE"] = namespace
     logs = Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline")) / "logs"
@@ -103,7 +104,8 @@ def _count(settings: KafkaSettings, topics: list[str]) -> int:
 
 def start_serving(spec_path: str, settings: KafkaSettings, namespace: str, port: int) -> subprocess.Popen:
     """``driftline serve`` beside the live pipeline, so the demo can be queried."""
-    env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers, DRIFTLINE_NAMESPACE=namespace)
+    env = child_env(dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+                         DRIFTLINE_NAMESPACE=namespace))  # it ends with us (driftline/_parent.py)
     logs = Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline")) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"serving-{namespace}.log", "ab") as log:
