@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -92,24 +93,24 @@ def test_without_the_variable_nothing_is_arranged():
     assert exit_with_parent({}) is False
 
 
+@pytest.fixture
+def death_signal_undone():
+    """The tests below arrange the signal in pytest's own process: cleared after each."""
+    yield
+    assert ctypes.CDLL(None).prctl(1, 0, 0, 0, 0) == 0  # PR_SET_PDEATHSIG, none
+
+
 @linux_only
-def test_the_variable_is_not_passed_on():
+def test_the_variable_is_not_passed_on(death_signal_undone):
     environ = {PARENT_ENV: str(os.getppid()), "B": "2"}
     assert exit_with_parent(environ) is True
     assert environ == {"B": "2"}
-    # undo it for the test process: no signal when pytest's parent ends
-    import ctypes
-
-    assert ctypes.CDLL(None).prctl(1, 0, 0, 0, 0) == 0
 
 
 @linux_only
-def test_a_parent_already_gone_stops_the_start():
+def test_a_parent_already_gone_stops_the_start(death_signal_undone):
     with pytest.raises(SystemExit, match="parent process 1 has exited") as exc:
         exit_with_parent({PARENT_ENV: "1"})  # init is not our parent
-    import ctypes
-
-    ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)
     assert "not starting" in str(exc.value)
 
 
